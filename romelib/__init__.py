@@ -1,0 +1,16 @@
+"""romelib: causal tracing and rank-one model editing (ROME), small enough to read.
+
+Usage::
+
+    import romelib
+    mt = romelib.load_model()
+    romelib.predict(mt, "The Space Needle is located in the city of", k=3)
+"""
+from .components import ARCHITECTURES, Architecture, architecture_for
+from .hooks import StopForward, Trace, TraceDict, hook_name, hooks
+from .models import DEFAULT_MODEL, ModelAndTokenizer, load_model, wrap_model
+from .tokens import (Prediction, TargetScore, encode, find_subject_range, make_inputs,
+                     next_token_probs, predict, target_log_probs, target_probability,
+                     token_strings)
+
+__version__ = "0.1.0"
