@@ -6,6 +6,8 @@ Usage::
     mt = romelib.load_model()
     romelib.predict(mt, "The Space Needle is located in the city of", k=3)
 """
+import os
+
 from .components import ARCHITECTURES, Architecture, architecture_for
 from .hooks import StopForward, Trace, TraceDict, hook_name, hooks
 from .models import DEFAULT_MODEL, ModelAndTokenizer, load_model, wrap_model
@@ -13,4 +15,18 @@ from .tokens import (Prediction, TargetScore, encode, find_subject_range, make_i
                      next_token_probs, predict, target_log_probs, target_probability,
                      token_strings)
 
+from .editing import EditHandle, EditRequest, edit
+from .hparams import load_hparams
+
 __version__ = "0.1.0"
+
+
+def fast_mode() -> bool:
+    """Usage: ``FAST = romelib.fast_mode()``: True when ``ROMELIB_FAST=1`` (CI sets it)."""
+    return os.environ.get("ROMELIB_FAST", "0") not in ("", "0", "false", "False")
+
+# --- tracing (issue 3) exports below ---
+
+# --- editing (issue 4) exports below ---
+
+# --- evaluation (issue 5) exports below ---
