@@ -102,7 +102,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         mlp="post_mlp_dropout",
         mlp_proj="mlp.dense_4h_to_h",
         final_norm="gpt_neox.final_layer_norm",
-        unembed="embed_out",
+        unembed="lm_head",
         parallel=True,  # with use_parallel_residual=True, the Pythia default
     ),
 }

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,9 +145,15 @@ def load_model(name: str | None = None, device: str | torch.device | None = None
     Usage: ``mt = load_model()`` (embedded Gemma 3 270M), ``load_model("smollm2-135m")``,
     ``load_model("gpt2-xl", device="cuda", dtype=torch.float16)`` or a local folder.
     """
+    name = name or DEFAULT_MODEL
+    with _quiet_progress_bars():
+        model, tokenizer = _load(name, dtype)
+    return wrap_model(model, tokenizer, name=name, device=device)
+
+
+def _load(name: str, dtype: torch.dtype | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    name = name or DEFAULT_MODEL
     if name in EMBEDDED_MODELS:
         folder = ensure_embedded_cache(name)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
@@ -162,7 +169,21 @@ def load_model(name: str | None = None, device: str | torch.device | None = None
                 "hub may be unreachable. Use load_model() for the offline default, or pass "
                 f"a folder saved with save_pretrained. ({error})"
             ) from error
-    return wrap_model(model, tokenizer, name=name, device=device)
+    return model, tokenizer
+
+
+@contextmanager
+def _quiet_progress_bars():
+    """Hide transformers' per-tensor loading bars (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def wrap_model(model: nn.Module, tokenizer, name: str = "model",
