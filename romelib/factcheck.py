@@ -1,0 +1,256 @@
+"""Check the project's own fact list and edit cases against a model.
+
+Usage::
+
+    python -m romelib.factcheck                       # report on the default model
+    python -m romelib.factcheck --write-predictions   # also store recomputed `prediction`s
+    python -m romelib.factcheck --model smollm2-135m  # any model romelib.load_model accepts
+
+In Python: ``report = check_known_facts(mt, load_known_facts())`` and
+``check_counterfact_cases(mt, load_counterfact_cases())``.
+
+Two questions are asked, as in the ROME paper (Meng et al., 2022):
+
+* a fact of ``data/known_facts.json`` is *known* when the model's top-1 next token after
+  the prompt is the first token of " " + attribute (how known_1000 was filtered);
+* an edit case of ``data/counterfact_cases.json`` starts from a known fact when
+  ``target_true`` is more likely than ``target_new`` after the prompt, comparing the mean
+  log-probability per token (CounterFact's comparison); the same test is reported for the
+  paraphrase and neighbourhood prompts, and the reverse one (``target_new`` wins) for the
+  attribute prompts, whose subjects truly have ``target_new``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .hparams import DATA_DIR
+from .tokens import encode, next_token_probs, target_log_probs, target_tokens
+
+KNOWN_FACTS_PATH = DATA_DIR / "known_facts.json"
+COUNTERFACT_CASES_PATH = DATA_DIR / "counterfact_cases.json"
+PREDICTION_TOKENS = 10  # length of the greedy continuation stored as `prediction`
+
+
+def _load_json_list(path: Path, what: str) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist; it ships with the repository "
+                                "in data/ (check your checkout).")
+    records = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ValueError(f"{path} must hold a JSON list of records (objects).")
+    return records
+
+
+def _require(records: Sequence[dict], keys: Sequence[str], what: str) -> None:
+    for index, record in enumerate(records):
+        missing = [k for k in keys if k not in record]
+        if missing:
+            raise ValueError(f"{what} record {index} lacks {missing}; every record needs {list(keys)} "
+                             f"(see data/README.md). The record: {record!r}")
+
+
+def load_known_facts(path: str | Path = KNOWN_FACTS_PATH) -> list[dict]:
+    """Usage: ``facts = load_known_facts()`` -> records with known_id, subject, attribute, template, prompt, ..."""
+    return _load_json_list(path, "Known-facts")
+
+
+def load_counterfact_cases(path: str | Path = COUNTERFACT_CASES_PATH) -> list[dict]:
+    """Usage: ``cases = load_counterfact_cases()`` -> records in CounterFact's schema."""
+    return _load_json_list(path, "CounterFact-style cases")
+
+
+@torch.no_grad()
+def greedy_continuations(mt, prompts: Sequence[str], max_new_tokens: int = PREDICTION_TOKENS) -> list[str]:
+    """Greedy continuation text of each prompt (without the prompt).
+
+    Usage: ``greedy_continuations(mt, ["The Space Needle is in the city of"])`` -> ``[" Seattle, ..."]``.
+    Prompts are batched only with prompts of the same token length: no padding is
+    involved, which could otherwise tip near-ties and change the stored `prediction`s.
+    """
+    by_length: dict[int, list[int]] = defaultdict(list)
+    token_lists = [encode(mt, p) for p in prompts]
+    for index, ids in enumerate(token_lists):
+        by_length[len(ids)].append(index)
+    texts = [""] * len(prompts)
+    for length, indices in by_length.items():
+        ids = torch.tensor([token_lists[i] for i in indices], device=mt.device)  # (batch, length)
+        step_input, cache = ids, None
+        for _ in range(max_new_tokens):  # one token per step, reusing the key/value cache
+            output = mt.model(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
+            step_input = output.logits[:, -1].argmax(-1, keepdim=True)  # (batch, 1)
+            cache = output.cache
+            ids = torch.cat([ids, step_input], dim=-1)
+        for row, i in enumerate(indices):
+            texts[i] = mt.tokenizer.decode(ids[row, length:], skip_special_tokens=True)
+    return texts
+
+
+def top1_matches(mt, prompts: Sequence[str], answers: Sequence[str]) -> list[bool]:
+    """Whether the top-1 next token after each prompt is the first token of its answer.
+
+    Usage: ``top1_matches(mt, ["The Eiffel Tower is in the city of"], ["Paris"])`` -> ``[True]``.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"Got {len(prompts)} prompts but {len(answers)} answers.")
+    top = next_token_probs(mt, list(prompts)).argmax(-1).tolist()
+    return [best == target_tokens(mt, p, a)[1][0] for best, p, a in zip(top, prompts, answers)]
+
+
+@dataclass
+class KnownFactsReport:
+    """Outcome of ``check_known_facts``: how many facts the model knows, overall and per relation."""
+
+    known: list[bool]
+    predictions: list[str]
+    changed_predictions: int                 # recomputed `prediction` differs from the stored one
+    by_relation: dict[str, tuple[int, int]]  # relation_id -> (known, total)
+
+    @property
+    def known_fraction(self) -> float:
+        return sum(self.known) / max(len(self.known), 1)
+
+
+def check_known_facts(mt, facts: Sequence[dict], max_new_tokens: int = PREDICTION_TOKENS) -> KnownFactsReport:
+    """Recompute `prediction` and the known flag of every fact.
+
+    Usage: ``report = check_known_facts(mt, load_known_facts()); report.known_fraction``.
+    """
+    _require(facts, ("prompt", "attribute", "relation_id"), "Known-fact")
+    prompts = [f["prompt"] for f in facts]
+    known = top1_matches(mt, prompts, [f["attribute"] for f in facts])
+    predictions = greedy_continuations(mt, prompts, max_new_tokens) if max_new_tokens else []
+    changed = sum(p != f.get("prediction") for p, f in zip(predictions, facts))
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for fact, is_known in zip(facts, known):
+        counts[fact["relation_id"]][0] += int(is_known)
+        counts[fact["relation_id"]][1] += 1
+    return KnownFactsReport(known, predictions, changed, {r: tuple(c) for r, c in sorted(counts.items())})
+
+
+def prefers_first(mt, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[bool]:
+    """Whether ``first[i]`` has a higher mean log-probability per token than ``second[i]``.
+
+    Usage: ``prefers_first(mt, ["Danielle Darrieux's mother tongue is"], ["French"], ["English"])``.
+    """
+    if not len(prompts) == len(first) == len(second):
+        raise ValueError(f"Got {len(prompts)} prompts, {len(first)} first and {len(second)} second targets; "
+                         "give one of each per prompt.")
+    both = target_log_probs(mt, list(prompts) * 2, list(first) + list(second))
+    means = [sum(lp) / len(lp) for lp in both]
+    return [a > b for a, b in zip(means[:len(prompts)], means[len(prompts):])]
+
+
+@dataclass
+class CounterfactReport:
+    """Outcome of ``check_counterfact_cases``; each list has one entry per case."""
+
+    true_preferred: list[bool]            # on the rewrite prompt
+    paraphrase_fraction: list[float]      # paraphrase prompts where target_true wins
+    neighborhood_fraction: list[float]    # neighbourhood prompts where target_true wins
+    attribute_fraction: list[float]       # attribute prompts where target_new wins
+
+    @staticmethod
+    def _mean(values) -> float:
+        return sum(values) / max(len(values), 1)
+
+    def summary(self) -> dict[str, float]:
+        """Usage: ``report.summary()`` -> the four fractions averaged over cases."""
+        return {"true_preferred": self._mean(self.true_preferred),
+                "paraphrase": self._mean(self.paraphrase_fraction),
+                "neighborhood": self._mean(self.neighborhood_fraction),
+                "attribute": self._mean(self.attribute_fraction)}
+
+
+def check_counterfact_cases(mt, cases: Sequence[dict]) -> CounterfactReport:
+    """Compare target_true with target_new on every prompt of every case.
+
+    Usage: ``check_counterfact_cases(mt, load_counterfact_cases()).summary()``.
+    """
+    _require(cases, ("requested_rewrite", "paraphrase_prompts", "neighborhood_prompts", "attribute_prompts"),
+             "CounterFact")
+    prompts, firsts, seconds, owners = [], [], [], []
+    for index, case in enumerate(cases):
+        rewrite = case["requested_rewrite"]
+        true, new = rewrite["target_true"]["str"], rewrite["target_new"]["str"]
+        groups = {"rewrite": [rewrite["prompt"].format(rewrite["subject"])],
+                  "paraphrase": case["paraphrase_prompts"], "neighborhood": case["neighborhood_prompts"],
+                  "attribute": case["attribute_prompts"]}
+        for group, group_prompts in groups.items():
+            winner, loser = (new, true) if group == "attribute" else (true, new)
+            prompts += group_prompts
+            firsts += [winner] * len(group_prompts)
+            seconds += [loser] * len(group_prompts)
+            owners += [(index, group)] * len(group_prompts)
+    results: dict[tuple[int, str], list[bool]] = defaultdict(list)
+    for owner, won in zip(owners, prefers_first(mt, prompts, firsts, seconds)):
+        results[owner].append(won)
+
+    def fraction(index, group):
+        won = results[(index, group)]
+        return sum(won) / max(len(won), 1)
+
+    indices = range(len(cases))
+    return CounterfactReport([results[(i, "rewrite")][0] for i in indices],
+                             [fraction(i, "paraphrase") for i in indices],
+                             [fraction(i, "neighborhood") for i in indices],
+                             [fraction(i, "attribute") for i in indices])
+
+
+def write_predictions(facts: list[dict], predictions: Sequence[str], path: str | Path = KNOWN_FACTS_PATH) -> None:
+    """Usage: ``write_predictions(facts, report.predictions)``: store the recomputed `prediction` fields."""
+    if len(facts) != len(predictions):
+        raise ValueError(f"Got {len(predictions)} predictions for {len(facts)} facts.")
+    for fact, prediction in zip(facts, predictions):
+        fact["prediction"] = prediction
+    Path(path).write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def format_report(facts_report: KnownFactsReport, cases_report: CounterfactReport, model_name: str) -> str:
+    """Usage: ``print(format_report(facts_report, cases_report, mt.name))``."""
+    known, total = sum(facts_report.known), len(facts_report.known)
+    lines = [f"model: {model_name}",
+             f"known_facts.json: {known}/{total} known ({facts_report.known_fraction:.1%}); "
+             f"{facts_report.changed_predictions} stored predictions differ from the recomputed ones",
+             "  per relation: " + ", ".join(f"{r} {k}/{n}" for r, (k, n) in facts_report.by_relation.items())]
+    summary = cases_report.summary()
+    lines.append(f"counterfact_cases.json: {sum(cases_report.true_preferred)}/{len(cases_report.true_preferred)} "
+                 f"cases prefer target_true ({summary['true_preferred']:.1%}); target_true wins on "
+                 f"{summary['paraphrase']:.1%} of paraphrase and {summary['neighborhood']:.1%} of neighbourhood "
+                 f"prompts; target_new wins on {summary['attribute']:.1%} of attribute prompts")
+    weak = [i for i, (preferred, neighborhood) in enumerate(zip(cases_report.true_preferred,
+                                                                   cases_report.neighborhood_fraction))
+            if not preferred or neighborhood < 0.6]
+    lines.append(f"  cases (by position) not preferring target_true or below 60% on neighbourhood: {weak or 'none'}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Usage: ``python -m romelib.factcheck [--model NAME] [--write-predictions]``."""
+    from .models import DEFAULT_MODEL, load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name for romelib.load_model")
+    parser.add_argument("--write-predictions", action="store_true",
+                        help="store the recomputed greedy continuations as `prediction` in known_facts.json")
+    parser.add_argument("--facts", default=str(KNOWN_FACTS_PATH), help="path of the known-facts file")
+    parser.add_argument("--cases", default=str(COUNTERFACT_CASES_PATH), help="path of the edit-cases file")
+    args = parser.parse_args(argv)
+    mt = load_model(args.model)
+    facts, cases = load_known_facts(args.facts), load_counterfact_cases(args.cases)
+    facts_report = check_known_facts(mt, facts)
+    print(format_report(facts_report, check_counterfact_cases(mt, cases), mt.name))
+    if args.write_predictions:
+        write_predictions(facts, facts_report.predictions, args.facts)
+        print(f"wrote {len(facts)} predictions to {args.facts}")
+
+
+if __name__ == "__main__":
+    main()
