@@ -26,7 +26,18 @@ def fast_mode() -> bool:
     return os.environ.get("ROMELIB_FAST", "0") not in ("", "0", "false", "False")
 
 # --- tracing (issue 3) exports below ---
+from .corruption import Corruption, embedding_sigma, make_corruption
+from .data import Fact, facts_known_by, load_facts
+from .tracing import TraceResult, trace
+from .plotting import plot_average_effects, plot_severed, plot_trace, plot_traces
 
 # --- editing (issue 4) exports below ---
+from .rome import ROMEHyperParams, apply_rome, compute_key, compute_value
+from .stats import KeyStatistics, key_statistics
+from .texts import context_prefixes, text_source
 
 # --- evaluation (issue 5) exports below ---
+from .baselines import FTHyperParams
+from .counterfact import load_counterfact, validate_record
+from .evaluation import EvaluationResult, evaluate_counterfact
+from .fluency import generate_texts, ngram_entropy

@@ -46,18 +46,21 @@ class EditRequest:
     target_true: str | None = None  # the fact being replaced, when known
 
     def __post_init__(self):
-        if "{}" not in self.prompt:
-            raise ValueError(f"The prompt template {self.prompt!r} has no '{{}}' for the subject; "
-                             "write it like '{} plays the sport of'.")
         if not self.subject.strip():
             raise ValueError("The subject is empty; give the entity whose fact you edit.")
+        if "{}" not in self.prompt:  # a filled prompt: turn the subject's first mention into "{}"
+            if self.subject.strip() not in self.prompt:
+                raise ValueError(f"The subject {self.subject!r} does not occur in the prompt "
+                                 f"{self.prompt!r}; write the prompt as a template with '{{}}' "
+                                 "where the subject goes, like '{} plays the sport of'.")
+            object.__setattr__(self, "prompt", self.prompt.replace(self.subject.strip(), "{}", 1))
         if not str(self.target_new).strip():
             raise ValueError(f"The new target for {self.subject!r} is empty; give the word(s) "
                              "the model should say instead.")
 
     @property
     def filled_prompt(self) -> str:
-        return self.prompt.format(self.subject)
+        return self.prompt.replace("{}", self.subject)
 
     @classmethod
     def from_dict(cls, rewrite: dict) -> "EditRequest":

@@ -1,0 +1,296 @@
+"""CounterFact metrics for edited models, as in the paper's Table 4 and ROME's code.
+
+Usage::
+
+    records = romelib.load_counterfact(n=20)
+    result = romelib.evaluate_counterfact(mt, records, method="rome")
+    result.summary["S"]           # (mean, 95% CI half-width), in percent
+    result.table_row()            # {"S": 89.2, "ES": 100.0, ...}
+
+For each record the model is edited, measured and restored (bit-identical). Per record
+(Meng et al. 2022, Section 3.3; ROME's ``experiments/summarize.py``):
+
+- ES, EM: on the rewrite prompt, [P(new) > P(true)] and P(new) - P(true);
+- PS, PM: the same averaged over the paraphrase prompts;
+- NS, NM: on the neighbourhood prompts, [P(true) > P(new)] and P(true) - P(new);
+- GE, RS: fluency and consistency of sampled generations (``romelib.fluency``).
+
+As in ROME's code, P(target) is the geometric mean of the target's token
+probabilities (exp of the mean token log-probability), so targets of different token
+lengths compare fairly; ``length_normalized=False`` uses the product instead.  Table
+values are means over records x100 with 95% confidence half-widths (1.96 standard
+errors); the Score S is the harmonic mean of ES, PS and NS, its interval from a
+bootstrap over records.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .counterfact import rewrite_prompt, targets, validate_record
+from .hooks import hooks
+from .tokens import pad_batch, target_tokens
+
+GROUPS = ("rewrite", "paraphrase", "neighborhood", "attribute")
+METRICS = ("S", "ES", "EM", "PS", "PM", "NS", "NM", "GE", "RS")
+
+
+@torch.no_grad()
+def score_targets(mt, prompts: Sequence[str], targets_: Sequence[str],
+                  max_batch_tokens: int = 2048) -> list[list[float]]:
+    """Token log-probabilities of each target after its prompt, like ``romelib.target_log_probs``.
+
+    Usage: ``score_targets(mt, ["Rome is in", "Rome is in"], ["Italy", "Spain"])``.
+    Faster when prompts repeat with different targets (every CounterFact prompt is
+    scored with target_new and target_true): a target whose tokens before the last one
+    are a prefix of another target of the same prompt reuses that sequence's forward
+    pass (one-token targets always do); sequences are batched by length, and the
+    unembedding runs only at positions that predict target tokens.
+    """
+    if len(prompts) != len(targets_):
+        raise ValueError(f"Got {len(prompts)} prompts but {len(targets_)} targets.")
+    pairs = [target_tokens(mt, p, t) for p, t in zip(prompts, targets_)]
+    sequences, owner = _plan_sequences(pairs)
+    order = sorted(range(len(sequences)), key=lambda s: len(sequences[s]))
+    results: list[list[float]] = [[] for _ in pairs]
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end - start + 1) * len(sequences[order[end]]) <= max_batch_tokens:
+            end += 1
+        batch = order[start:end]
+        members = set(batch)
+        users = [i for i in range(len(pairs)) if owner[i] in members]
+        _score_batch(mt, [sequences[s] for s in batch], {s: row for row, s in enumerate(batch)},
+                     [(i, owner[i], pairs[i]) for i in users], results)
+        start = end
+    return results
+
+
+def _plan_sequences(pairs) -> tuple[list[list[int]], list[int]]:
+    """Token sequences to run and, per (prompt, target) pair, the sequence that scores it."""
+    sequences, owner, by_prompt = [], [0] * len(pairs), {}
+    for index in sorted(range(len(pairs)), key=lambda i: -len(pairs[i][1])):  # longest first
+        prompt, target = pairs[index]
+        candidates = by_prompt.setdefault(tuple(prompt), [])
+        reuse = [s for s in candidates if sequences[s][len(prompt):][:len(target) - 1] == target[:-1]]
+        if reuse:
+            owner[index] = reuse[0]
+        else:
+            owner[index] = len(sequences)
+            candidates.append(len(sequences))
+            sequences.append(prompt + target)
+    return sequences, owner
+
+
+def _score_batch(mt, sequences, row_of, users, results) -> None:
+    inputs = pad_batch(mt, sequences)
+    width = inputs["input_ids"].shape[1]
+    with hooks(mt, ["final_norm"]) as acts:
+        mt.model(**inputs, logits_to_keep=1)
+    hidden = acts["final_norm"].output                         # (batch, position, d_model)
+    slots: dict[tuple[int, int], int] = {}                     # (row, position) -> unembedded row
+    wanted = []                                                # per user: [(slot, token id)]
+    for _, sequence_index, (prompt, target) in users:
+        row = row_of[sequence_index]
+        first = width - len(sequences[row]) + len(prompt) - 1  # position predicting target[0]
+        wanted.append([(slots.setdefault((row, first + j), len(slots)), token)
+                       for j, token in enumerate(target)])
+    rows, positions = zip(*slots)
+    log_probs = torch.log_softmax(mt.unembed(hidden[list(rows), list(positions)]).float(), -1)
+    for (index, _, _), needed in zip(users, wanted):
+        results[index] = [float(log_probs[slot, token]) for slot, token in needed]
+
+
+def record_prompts(record: dict) -> dict[str, list[str]]:
+    """Usage: ``record_prompts(record)["paraphrase"]`` -> the prompts of each metric group."""
+    return {"rewrite": [rewrite_prompt(record)], "paraphrase": list(record["paraphrase_prompts"]),
+            "neighborhood": list(record["neighborhood_prompts"]),
+            "attribute": list(record["attribute_prompts"])}
+
+
+def score_record(mt, record: dict) -> dict[str, dict[str, list[list[float]]]]:
+    """Token log-probs of target_new and target_true after every prompt of a record, in one batch.
+
+    Usage: ``score_record(mt, record)["neighborhood"]["true"][3]`` -> ``[-0.2, -1.3]``.
+    """
+    groups = record_prompts(record)
+    new, true = targets(record)
+    prompts = [p for group in GROUPS for p in groups[group] for _ in (0, 1)]
+    answers = [t for group in GROUPS for _ in groups[group] for t in (new, true)]
+    flat = score_targets(mt, prompts, answers)
+    scores, offset = {}, 0
+    for group in GROUPS:
+        n = len(groups[group])
+        chunk = flat[offset:offset + 2 * n]
+        scores[group] = {"new": chunk[0::2], "true": chunk[1::2]}
+        offset += 2 * n
+    return scores
+
+
+def _probability(token_log_probs: list[float], length_normalized: bool) -> float:
+    total = sum(token_log_probs)
+    return math.exp(total / len(token_log_probs) if length_normalized else total)
+
+
+def record_metrics(scores: dict, length_normalized: bool = True) -> dict[str, float]:
+    """Per-record ES, EM, PS, PM, NS, NM (fractions, not percent) from ``score_record``'s output.
+
+    Usage: ``record_metrics(score_record(mt, record))["PS"]`` -> ``0.5``.
+    """
+    metrics = {}
+    for group, (success, magnitude), sign in (("rewrite", ("ES", "EM"), 1),
+                                               ("paraphrase", ("PS", "PM"), 1),
+                                               ("neighborhood", ("NS", "NM"), -1)):
+        new = [_probability(lp, length_normalized) for lp in scores[group]["new"]]
+        true = [_probability(lp, length_normalized) for lp in scores[group]["true"]]
+        differences = [sign * (n - t) for n, t in zip(new, true)]
+        metrics[success] = float(np.mean([d > 0 for d in differences]))
+        metrics[magnitude] = float(np.mean(differences))
+    return metrics
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """Usage: ``harmonic_mean([22.2, 24.7, 78.1])`` -> ``30.5`` (0 if any value is 0)."""
+    values = list(values)
+    if any(v < 0 for v in values):
+        raise ValueError(f"The harmonic mean needs non-negative values, got {values}.")
+    return 0.0 if min(values) == 0 else len(values) / sum(1 / v for v in values)
+
+
+def mean_and_ci(values: Sequence[float], scale: float = 100.0) -> tuple[float, float]:
+    """Mean and 95% confidence half-width (1.96 standard errors), both times ``scale``.
+
+    Usage: ``mean_and_ci([1, 0, 1, 1])`` -> ``(75.0, 49.0)``.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    half = 1.96 * values.std(ddof=1) / math.sqrt(values.size) if values.size > 1 else float("nan")
+    return float(values.mean() * scale), float(half * scale)
+
+
+def bootstrap_score_ci(per_record: Sequence[dict], samples: int = 1000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Score S = harmonic mean of ES, PS, NS (percent) and the half-width of its 95% bootstrap interval.
+
+    Usage: ``bootstrap_score_ci([{"ES": 1, "PS": .5, "NS": .8}, ...])`` -> ``(71.6, 6.3)``.
+    """
+    table = np.array([[m["ES"], m["PS"], m["NS"]] for m in per_record], dtype=float) * 100
+    score = harmonic_mean(table.mean(0))
+    if len(table) < 2:
+        return float(score), float("nan")   # one record: no interval
+    rng = np.random.default_rng(seed)
+    draws = [harmonic_mean(table[rng.integers(0, len(table), len(table))].mean(0))
+             for _ in range(samples)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(score), float((high - low) / 2)
+
+
+def summarize(per_record: Sequence[dict]) -> dict[str, tuple[float, float]]:
+    """Table values (mean, 95% CI half-width) in percent from per-record metrics.
+
+    Usage: ``summarize([r["metrics"] for r in result.records])["NS"]``.
+    """
+    if not per_record:
+        raise ValueError("No records to summarize.")
+    summary = {"S": bootstrap_score_ci(per_record)}
+    for name in METRICS[1:]:
+        values = [m[name] for m in per_record if m.get(name) is not None]
+        if values:
+            summary[name] = mean_and_ci(values)
+    return summary
+
+
+@dataclass
+class EvaluationResult:
+    """Per-record measurements of one method and the table row they add up to.
+
+    Usage: ``result.table_row()`` -> ``{"S": 89.2, "ES": 100.0, ...}``; ``result.records[0]``.
+    """
+
+    method: str
+    records: list[dict]
+    summary: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def table_row(self, digits: int = 1) -> dict[str, float]:
+        return {k: round(v[0], digits) for k, v in self.summary.items()}
+
+
+def evaluate_record(mt, record: dict, method: str | None = "rome", hparams=None,
+                    generation: bool = False, references: list[str] | None = None,
+                    tfidf=None, generation_settings: dict | None = None,
+                    length_normalized: bool = True) -> dict:
+    """Edit the model for one record, measure everything, restore the weights.
+
+    Usage: ``evaluate_record(mt, record, method="ft")["metrics"]["ES"]``; ``method=None``
+    measures the unedited model.  With ``generation=True``, ``references`` (the
+    reference texts, made with the *unedited* model) are computed first when not given.
+    """
+    from .editing import edit
+    from .fluency import default_tfidf, reference_texts
+
+    validate_record(record)
+    settings = {"max_new_tokens": 50, "reference_tokens": 40, **(generation_settings or {})}
+    if generation and references is None:
+        references = reference_texts(mt, record, settings["reference_tokens"], seed=record["case_id"])
+    if generation and tfidf is None:
+        tfidf = default_tfidf(record["attribute_prompts"])
+    started = time.perf_counter()
+    handle, info, texts = None, {}, None
+    if method not in (None, "none"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The model already continues")
+            handle = edit(mt, record["requested_rewrite"], method=method, hparams=hparams)
+        info = {k: v for k, v in handle.info.items() if isinstance(v, (int, float, str, bool))}
+    edit_seconds = time.perf_counter() - started
+    try:
+        scores = score_record(mt, record)
+        metrics = record_metrics(scores, length_normalized)
+        if generation:
+            texts, fluency_metrics = _generation_metrics(mt, record, references, tfidf,
+                                                         settings["max_new_tokens"])
+            metrics.update(fluency_metrics)
+    finally:
+        if handle is not None:
+            handle.restore()
+    return {"case_id": record["case_id"], "method": method or "none", "metrics": metrics,
+            "log_probs": scores, "generations": texts, "references": references, "edit_info": info,
+            "seconds": {"edit": edit_seconds, "total": time.perf_counter() - started}}
+
+
+def _generation_metrics(mt, record, references, tfidf, max_new_tokens):
+    """Sample one text per generation prompt (all of them, repeats too, as ROME); GE and RS."""
+    from .fluency import generate_texts, ngram_entropy
+
+    texts = generate_texts(mt, record["generation_prompts"], max_new_tokens, seed=record["case_id"])
+    return texts, {"GE": ngram_entropy(texts),
+                   "RS": tfidf.similarity(" ".join(texts), " ".join(references))}
+
+
+def evaluate_counterfact(mt, records: Sequence[dict], method: str | None = "rome", hparams=None,
+                         generation: bool = False, progress: bool = True,
+                         length_normalized: bool = True, **settings) -> EvaluationResult:
+    """Evaluate one editing method on CounterFact records; each edit is undone before the next.
+
+    Usage: ``evaluate_counterfact(mt, records, method="ft+l").summary`` or ``method=None``
+    for the unedited model.  ``generation=True`` adds fluency (GE) and consistency (RS),
+    which cost most of the time on a CPU.
+    """
+    from tqdm.auto import tqdm
+
+    from .fluency import default_tfidf
+
+    tfidf = None
+    if generation:
+        tfidf = default_tfidf([p for r in records for p in r["attribute_prompts"]])
+    per_record = [evaluate_record(mt, record, method, hparams, generation, tfidf=tfidf,
+                                  length_normalized=length_normalized, generation_settings=settings)
+                  for record in tqdm(records, desc=f"{method or 'unedited'}", disable=not progress)]
+    return EvaluationResult(method or "none", per_record, summarize([r["metrics"] for r in per_record]))

@@ -1,0 +1,346 @@
+"""Where to edit: ROME at every layer and two token positions (the paper's Figure 5), and
+whether causal tracing tells where an edit works (Hase et al. 2023, "Does Localization
+Inform Editing?").
+
+Usage::
+
+    python -m romelib.where_to_edit --n 12            # resumable; data/results/where_to_edit/
+    rows = read_jsonl(RESULTS / "edits.jsonl")
+    curves = layer_curves(rows)                        # ES/PS/NS/S by layer, per token
+    tracing_vs_editing(rows, read_jsonl(RESULTS / "traces.jsonl"), metric="rewrite_score")
+
+For each fact and layer ROME is applied with k* read (and v* inserted) at the subject's
+last token or at the prompt's last token.  Edit success per (fact, layer) is compared
+with the causal-tracing effect of the MLP outputs at the last subject token in that
+layer (``romelib.trace(kind="mlp")`` of the true target), as a correlation over all
+(fact, layer) pairs and as the variance it explains beyond the layer alone (Hase et
+al.'s question: once you know the layer, does tracing say anything more?), each with a
+bootstrap 95% interval over facts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from .hparams import DATA_DIR
+from .table4 import _append, check_settings, read_jsonl
+
+RESULTS = DATA_DIR / "results" / "where_to_edit"
+FACT_TOKENS = ("subject_last", "last")
+
+
+def rewrite_score(p_before: float, p_after: float) -> float:
+    """Hase et al.'s rewrite score: the share of the missing probability the edit added.
+
+    Usage: ``rewrite_score(0.1, 0.82)`` -> ``0.8``; 1 is a perfect edit, 0 no change.
+    """
+    return (p_after - p_before) / (1.0 - p_before) if p_before < 1 else 0.0
+
+
+def _p_new(log_probs: dict) -> float:
+    tokens = log_probs["rewrite"]["new"][0]
+    return math.exp(sum(tokens) / len(tokens))
+
+
+def edit_sweep(mt, records, layers, fact_tokens=FACT_TOKENS, base_hparams=None,
+               out: Path | None = None, progress: bool = True) -> list[dict]:
+    """ROME at every ``layer`` x ``fact_token`` for each record; rows of metrics, resumable via ``out``.
+
+    Usage: ``rows = edit_sweep(mt, records[:2], layers=[2, 6], fact_tokens=["subject_last"])``;
+    ``layers`` may also map each fact token to its own list of layers.
+    """
+    if not isinstance(layers, dict):
+        layers = {token: layers for token in fact_tokens}
+    from tqdm.auto import tqdm
+
+    from .evaluation import evaluate_record
+    from .rome import resolve_hparams
+
+    base = resolve_hparams(mt, base_hparams)
+    rows = read_jsonl(out) if out else []
+    done = {(r["case_id"], r["layer"], r["fact_token"]) for r in rows}
+    bar = tqdm(total=len(records) * sum(len(layers[t]) for t in fact_tokens), desc="edits",
+               disable=not progress)
+    for record in records:
+        before = None
+        for fact_token in fact_tokens:
+            for layer in layers[fact_token]:
+                bar.update()
+                if (record["case_id"], layer, fact_token) in done:
+                    continue
+                if before is None:
+                    before = _p_new(evaluate_record(mt, record, method=None)["log_probs"])
+                hparams = replace(base, layer=layer, fact_token=fact_token)
+                result = evaluate_record(mt, record, "rome", hparams)
+                row = {"case_id": record["case_id"], "layer": layer, "fact_token": fact_token,
+                       "metrics": result["metrics"], "p_new_before": before,
+                       "rewrite_score": rewrite_score(before, _p_new(result["log_probs"])),
+                       "seconds": result["seconds"]["total"]}
+                rows.append(row)
+                if out:
+                    _append(out, row)
+    bar.close()
+    return rows
+
+
+def trace_records(mt, records, kind: str = "mlp", samples: int = 10, out: Path | None = None,
+                  progress: bool = True) -> list[dict]:
+    """Causal-tracing effect of each layer at the last subject token, for the true target.
+
+    Usage: ``trace_records(mt, records[:2])[0]["effects"]`` -> one value per layer.
+    """
+    from tqdm.auto import tqdm
+
+    from .counterfact import rewrite_prompt, targets
+    from .tokens import find_subject_range
+    from .tracing import trace
+
+    rows = read_jsonl(out) if out else []
+    done = {(r["case_id"], r["kind"]) for r in rows}
+    for record in tqdm(records, desc=f"trace {kind}", disable=not progress):
+        if (record["case_id"], kind) in done:
+            continue
+        prompt, subject = rewrite_prompt(record), record["requested_rewrite"]["subject"]
+        last = find_subject_range(mt, prompt, subject)[1] - 1
+        result = trace(mt, prompt, subject, kind=kind, samples=samples, target=targets(record)[1],
+                       positions=[last], seed=record["case_id"])
+        row = {"case_id": record["case_id"], "kind": kind, "position": last,
+               "effects": result.indirect_effects[last].tolist(),
+               "low_score": result.low_score, "high_score": result.high_score}
+        rows.append(row)
+        if out:
+            _append(out, row)
+    return rows
+
+
+def layer_curves(rows: list[dict]) -> dict:
+    """Mean and 95% CI of ES, PS, NS (and S) by layer, for each fact token, in percent.
+
+    Usage: ``layer_curves(rows)["subject_last"]["PS"]["mean"]`` -> one value per layer
+    (also ``"layers"`` and ``"ci"``).
+    """
+    from .evaluation import bootstrap_score_ci, mean_and_ci
+
+    curves = {}
+    for token in sorted({r["fact_token"] for r in rows}):
+        mine = [r for r in rows if r["fact_token"] == token]
+        layers = sorted({r["layer"] for r in mine})
+        curves[token] = {}
+        for metric in ("ES", "PS", "NS", "S", "rewrite_score"):
+            means, cis = [], []
+            for layer in layers:
+                at = [r for r in mine if r["layer"] == layer]
+                if metric == "S":
+                    value = bootstrap_score_ci([r["metrics"] for r in at], samples=300)
+                elif metric == "rewrite_score":
+                    value = mean_and_ci([r["rewrite_score"] for r in at])
+                else:
+                    value = mean_and_ci([r["metrics"][metric] for r in at])
+                means.append(value[0])
+                cis.append(value[1])
+            curves[token][metric] = {"layers": layers, "mean": means, "ci": cis}
+    return curves
+
+
+def _pairs(rows, traces, metric, fact_token, normalize: bool = True):
+    """(fact, layer, tracing effect, edit success) for every edit with a trace of its fact.
+
+    With ``normalize`` each fact's effects are divided by their largest absolute value, so
+    facts the model knows weakly (tiny probabilities, tiny effects) weigh like the others.
+    """
+    effects = {}
+    for t in traces:
+        values = np.asarray(t["effects"], dtype=float)
+        peak = np.abs(values).max() if normalize else 1.0
+        effects[t["case_id"]] = values / peak if peak > 0 else values
+    table = []
+    for r in rows:
+        if r["fact_token"] == fact_token and r["case_id"] in effects:
+            value = r["rewrite_score"] if metric == "rewrite_score" else r["metrics"][metric]
+            table.append((r["case_id"], r["layer"], float(effects[r["case_id"]][r["layer"]]), value))
+    return table
+
+
+def _r2(design: np.ndarray, y: np.ndarray) -> float:
+    total = ((y - y.mean()) ** 2).sum()
+    if total == 0:
+        return float("nan")
+    fitted = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    return 1.0 - ((y - fitted) ** 2).sum() / total
+
+
+def _statistics(table) -> tuple[float, float]:
+    """Pearson r of effect and success, and the R^2 the effect adds to per-layer means (NaN when constant)."""
+    _, layer, effect, value = (np.array(c, dtype=float) for c in zip(*table))
+    if effect.std() == 0 or value.std() == 0:
+        return float("nan"), float("nan")
+    r = float(np.corrcoef(effect, value)[0, 1])
+    dummies = (layer[:, None] == np.unique(layer)[None, :]).astype(float)
+    gain = _r2(np.column_stack([dummies, effect]), value) - _r2(dummies, value)
+    return r, float(gain)
+
+
+def tracing_vs_editing(rows, traces, metric: str = "rewrite_score", fact_token: str = "subject_last",
+                       samples: int = 1000, seed: int = 0, resample: str = "facts",
+                       normalize: bool = True) -> dict:
+    """Correlation of tracing effect with edit success over (fact, layer) pairs, with bootstrap CIs.
+
+    Usage: ``tracing_vs_editing(rows, traces)`` -> ``{"r": 0.1, "r_ci": [..], "r2_gain": .., ...}``;
+    ``r2_gain`` is how much R^2 the tracing effect adds to a model with one term per layer.
+    ``resample="facts"`` (needs >= 3 facts) draws whole facts, the honest unit; ``"pairs"``
+    draws (fact, layer) pairs, which understates the uncertainty (for tiny partial runs).
+    ``normalize`` scales each fact's effects to a maximum of 1 (see ``_pairs``).
+    """
+    if resample not in ("facts", "pairs"):
+        raise ValueError(f"resample must be 'facts' or 'pairs', got {resample!r}.")
+    table = _pairs(rows, traces, metric, fact_token, normalize)
+    facts = sorted({t[0] for t in table})
+    if resample == "facts" and len(facts) < 3:
+        raise ValueError(f"Need edits and traces of at least 3 facts to resample facts, got "
+                         f"{len(facts)}; run more of the sweep or pass resample='pairs'.")
+    if len(table) < 4:
+        raise ValueError(f"Need at least 4 (fact, layer) pairs with a trace, got {len(table)}.")
+    units = {f: [t for t in table if t[0] == f] for f in facts} if resample == "facts" else \
+        {i: [t] for i, t in enumerate(table)}
+    keys = list(units)
+    r, gain = _statistics(table)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(samples):
+        chosen = rng.choice(len(keys), size=len(keys))
+        draws.append(_statistics([t for k in chosen for t in units[keys[k]]]))
+    draws = np.array(draws)
+    def ci(column):
+        values = draws[:, column][~np.isnan(draws[:, column])]
+        return [float(x) for x in np.percentile(values, [2.5, 97.5])] if values.size else [math.nan] * 2
+    return {"metric": metric, "fact_token": fact_token, "facts": len(facts), "pairs": len(table),
+            "resample": resample, "normalized": normalize, "r": r, "r_ci": ci(0), "r2_gain": gain, "r2_gain_ci": ci(1)}
+
+
+def summarize_results(folder: Path = RESULTS) -> dict:
+    """Curves and correlations from whatever ``edits.jsonl`` / ``traces.jsonl`` hold (partial runs too).
+
+    Usage: ``summarize_results()["correlations"][0]["r"]``.
+    """
+    rows, traces = read_jsonl(folder / "edits.jsonl"), read_jsonl(folder / "traces.jsonl")
+    if not rows:
+        raise FileNotFoundError(f"No edits saved in {folder}; run python -m romelib.where_to_edit.")
+    traced = {t["case_id"] for t in traces}
+    facts = {r["case_id"] for r in rows if r["fact_token"] == "subject_last"} & traced
+    resample = "facts" if len(facts) >= 3 else "pairs"
+    correlations = []
+    for metric in ("rewrite_score", "PS", "NS"):
+        try:
+            correlations.append(tracing_vs_editing(rows, traces, metric, resample=resample))
+        except ValueError as error:
+            correlations.append({"metric": metric, "error": str(error)})
+    return {"facts": sorted({r["case_id"] for r in rows}), "edits": len(rows),
+            "edit_seconds_total": round(sum(r["seconds"] for r in rows), 1),
+            "curves": layer_curves(rows), "correlations": correlations}
+
+
+def plot_layer_curves(curves: dict, baseline: dict | None = None, title: str = ""):
+    """The paper's Figure 5 style: ES, PS, NS by edited layer, one line per token, 95% CI bands.
+
+    Usage: ``fig = plot_layer_curves(layer_curves(rows), {"NS": 80.0})``.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    styles = {"subject_last": ("tab:blue", "last subject token"), "last": ("tab:red", "last token")}
+    for ax, metric in zip(axes, ("ES", "PS", "NS")):
+        for token, (colour, label) in styles.items():
+            if token in curves:
+                c = curves[token][metric]
+                mean, ci = np.array(c["mean"]), np.nan_to_num(np.array(c["ci"]))
+                ax.plot(c["layers"], mean, "o-", color=colour, label=label)
+                ax.fill_between(c["layers"], mean - ci, mean + ci, color=colour, alpha=0.15)
+        if baseline and metric in baseline:
+            ax.axhline(baseline[metric], color="gray", ls="--", lw=1, label="unedited")
+        ax.set_title({"ES": "efficacy ES", "PS": "paraphrase PS", "NS": "neighbourhood NS"}[metric])
+        ax.set_xlabel("edited layer")
+        ax.set_ylim(-5, 105)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("percent (95% CI)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def figure5(context):
+    """``python -m romelib.reproduce --only figure5_where_to_edit``: from the saved sweep."""
+    rows = read_jsonl(RESULTS / "edits.jsonl")
+    if not rows:
+        raise FileNotFoundError(f"No saved sweep in {RESULTS}; run python -m romelib.where_to_edit.")
+    facts = len({r["case_id"] for r in rows})
+    return plot_layer_curves(layer_curves(rows), None,
+                             f"ROME at each layer of {context.model_name or 'gemma-3-270m'} "
+                             f"(saved sweep, {facts} facts)")
+
+
+FIGURES = {"figure5_where_to_edit": figure5}
+
+
+def main(argv=None) -> None:
+    """``python -m romelib.where_to_edit --n 12``: the layer sweep, the traces and their correlation."""
+    import torch
+
+    from .models import load_model
+    from .rome import resolve_hparams
+    from .table4 import select_records
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--records", default="shared")
+    parser.add_argument("--n", type=int, default=12)
+    parser.add_argument("--layers", default="all", help="layers for the last subject token")
+    parser.add_argument("--last-token-layers", default="even",
+                        help="layers for the last token: 'all', 'even' or a comma-separated list")
+    parser.add_argument("--mom2-max-tokens", type=int, default=100000,
+                        help="key statistics per layer from this many WikiText-2 tokens")
+    parser.add_argument("--samples", type=int, default=10, help="noise samples per trace")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="write summary.json from what is saved (a partial run too), run nothing")
+    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if args.summarize_only:
+        summary = {"command": "python -m romelib.where_to_edit " + " ".join(arguments),
+                   **summarize_results(RESULTS)}
+        (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(json.dumps(summary["correlations"], indent=1))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    mt = load_model(device="cpu")
+    records = select_records(args.records, args.n)
+    def parse(spec):
+        if spec in ("all", "even"):
+            return list(range(0, mt.num_layers, 1 if spec == "all" else 2))
+        return [int(x) for x in spec.split(",")]
+    layers = {"subject_last": parse(args.layers), "last": parse(args.last_token_layers)}
+    base = replace(resolve_hparams(mt, None), mom2_max_tokens=args.mom2_max_tokens)
+    # the layers are not a setting: rows are keyed by (fact, layer, token), so a rerun with
+    # other layers adds to (and resumes) the same sweep
+    check_settings(RESULTS, {"model": mt.name, "rome": asdict(base),
+                             "trace": {"kind": "mlp", "samples": args.samples}})
+    started = time.perf_counter()
+    traces = trace_records(mt, records, "mlp", args.samples, out=RESULTS / "traces.jsonl")
+    rows = edit_sweep(mt, records, layers, FACT_TOKENS, base, out=RESULTS / "edits.jsonl")
+    summary = {"command": "python -m romelib.where_to_edit " + " ".join(arguments), "model": mt.name,
+               "this_session_seconds": round(time.perf_counter() - started, 1),
+               **summarize_results(RESULTS)}
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary["correlations"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
