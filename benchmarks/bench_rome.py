@@ -29,7 +29,8 @@ import romelib
 from romelib.editing import EditHandle, EditRequest, MethodResult, as_request
 from romelib.rome import ValueResult, apply_rome, prompt_rows, resolve_hparams, rome_result
 from romelib.stats import key_statistics
-from romelib.texts import SHARED_DATA, context_prefixes
+from romelib.data import shared_data_dir
+from romelib.texts import context_prefixes
 from romelib.tokens import target_tokens
 
 FALLBACK_CASES = [EditRequest("{} plays the sport of", "Michael Jordan", "soccer", "basketball"),
@@ -120,7 +121,7 @@ def success(mt, request, result) -> dict:
 
 def load_cases(count: int) -> list[EditRequest]:
     """The last ``count`` records of the shared CounterFact sample (never tuned on), or fallbacks."""
-    path = SHARED_DATA / "counterfact" / "counterfact_500.json"
+    path = shared_data_dir() / "counterfact" / "counterfact_500.json"
     if not path.is_file():
         return FALLBACK_CASES[:count]
     records = json.loads(path.read_text())

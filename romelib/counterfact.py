@@ -25,23 +25,16 @@ CounterFact-style cases are ``data/counterfact_cases.json``.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 from .hparams import DATA_DIR
+from .data import shared_data_dir
 
 PROJECT_CASES = DATA_DIR / "counterfact_cases.json"
 SHARED_FILE = Path("counterfact") / "counterfact_500.json"
 PROMPT_LISTS = ("paraphrase_prompts", "neighborhood_prompts", "attribute_prompts",
                 "generation_prompts")
-
-
-def shared_data_dir() -> Path:
-    """Usage: ``shared_data_dir() / "counterfact"`` -> ``$ROMELIB_SHARED_DATA`` or ``../shared/data``."""
-    if os.environ.get("ROMELIB_SHARED_DATA"):
-        return Path(os.environ["ROMELIB_SHARED_DATA"]).expanduser()
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def counterfact_path(source: str | Path = "auto") -> Path:

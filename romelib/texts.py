@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ from pathlib import Path
 import torch
 
 from .hparams import DATA_DIR
+from .data import shared_data_dir
 from .models import cache_dir
 from .tokens import encode
 
 log = logging.getLogger(__name__)
 
-SHARED_DATA = Path(os.environ.get("ROMELIB_SHARED_DATA",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
 PREFIX_FORMAT = 2  # 2: special tokens suppressed while generating
 SHIPPED_PREFIX_DIR = DATA_DIR / "context_prefixes"
 
@@ -80,7 +78,7 @@ def wikitext_articles(lines: Iterator[str]) -> Iterator[str]:
 
 
 def _local_wikitext() -> TextSource | None:
-    files = [SHARED_DATA / "text" / f"wiki.{split}.raw" for split in ("valid", "test")]
+    files = [shared_data_dir() / "text" / f"wiki.{split}.raw" for split in ("valid", "test")]
     if not all(f.is_file() for f in files):
         return None
 

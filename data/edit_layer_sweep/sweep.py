@@ -35,7 +35,8 @@ from romelib.editing import EditHandle, as_request
 from romelib.hparams import load_hparams
 from romelib.rome import ROMEHyperParams, compute_keys, compute_value, rome_result
 from romelib.stats import key_statistics
-from romelib.texts import SHARED_DATA, context_prefixes
+from romelib.data import shared_data_dir
+from romelib.texts import context_prefixes
 
 HERE = Path(__file__).resolve().parent
 
@@ -118,7 +119,7 @@ def record_scores(mt, record: dict) -> dict:
 def load_cases(split: str, count: int) -> list[dict]:
     if split == "project":                       # the project's own cases (data/), never tuned on
         return json.loads((HERE.parent / "counterfact_cases.json").read_text())[:count]
-    records = json.loads((SHARED_DATA / "counterfact" / "counterfact_500.json").read_text())
+    records = json.loads((shared_data_dir() / "counterfact" / "counterfact_500.json").read_text())
     return records[:count] if split == "tune" else records[-100:][:count]
 
 
