@@ -8,7 +8,9 @@ gets one that does not.
 """
 from __future__ import annotations
 
+import itertools
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data folder {SHARED_DATA} is absent (set ROMELIB_SHARED_DATA)")
     return SHARED_DATA
+
+
+@contextmanager
+def private_corpus(tmp_path_factory, name: str):
+    """A small text file for key statistics and a private ``ROMELIB_CACHE`` for what tiny
+    models compute (prefixes, statistics); model files stay shared through a link.
+
+    Usage: ``with private_corpus(tmp_path_factory, "stats") as path: ...``
+    """
+    from romelib.models import cache_dir
+
+    folder = tmp_path_factory.mktemp(name)
+    (cache_dir() / "models").mkdir(parents=True, exist_ok=True)
+    (folder / "cache").mkdir()
+    (folder / "cache" / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
+    path = folder / "corpus.txt"
+    path.write_text("\n\n".join(" ".join(p) for p in itertools.permutations(CORPUS, 2)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ROMELIB_CACHE", str(folder / "cache"))
+        yield path

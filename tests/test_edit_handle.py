@@ -1,5 +1,4 @@
 """Reversible edits: EditHandle restores the weights bit for bit, in reverse order."""
-import itertools
 
 import pytest
 import torch
@@ -8,26 +7,16 @@ import romelib
 from romelib.editing import EditHandle, EditRequest, MethodResult
 from romelib.rome import ROMEHyperParams
 
-from conftest import CORPUS, make_tiny_model
+from conftest import make_tiny_model, private_corpus
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny GPT-2 (transposed Conv1D, with bias), a corpus and a private cache for it."""
-    from romelib.models import cache_dir
-
-    folder = tmp_path_factory.mktemp("edit_handle")
-    (cache_dir() / "models").mkdir(parents=True, exist_ok=True)
-    (folder / "cache").mkdir()
-    (folder / "cache" / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
-    corpus = folder / "corpus.txt"
-    corpus.write_text("\n\n".join(" ".join(p) for p in itertools.permutations(CORPUS, 2)))
-    hparams = ROMEHyperParams(layer=1, v_num_grad_steps=3, context_lengths=(3,),
-                              contexts_per_length=2, mom2_source=f"file:{corpus}")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROMELIB_CACHE", str(folder / "cache"))
+    with private_corpus(tmp_path_factory, "edit_handle") as corpus:
+        hparams = ROMEHyperParams(layer=1, v_num_grad_steps=3, context_lengths=(3,),
+                                  contexts_per_length=2, mom2_source=f"file:{corpus}")
         yield make_tiny_model("gpt2"), hparams
-
 
 def snapshot(mt):
     return {name: p.detach().clone() for name, p in mt.model.named_parameters()}

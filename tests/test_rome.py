@@ -1,7 +1,6 @@
 """ROME: k*, v*, the rank-one update and its properties, on tiny models of every architecture
 and once on the real default model."""
 import importlib.util
-import itertools
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from romelib.stats import key_statistics
 from romelib.texts import context_prefixes
 from romelib.tokens import pad_batch
 
-from conftest import CORPUS
+from conftest import private_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST = EditRequest("{} plays the sport of", "Michael Jordan", "guitar", "basketball")
@@ -32,20 +31,9 @@ def load_benchmark():
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory):
-    """A small text file for key statistics, and a private cache for what tiny models compute
-    (prefixes, statistics); model files stay shared through a link."""
-    from romelib.models import cache_dir
-
-    folder = tmp_path_factory.mktemp("rome")
-    (cache_dir() / "models").mkdir(parents=True, exist_ok=True)
-    (folder / "cache").mkdir()
-    (folder / "cache" / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
-    path = folder / "corpus.txt"
-    path.write_text("\n\n".join(" ".join(p) for p in itertools.permutations(CORPUS, 2)))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROMELIB_CACHE", str(folder / "cache"))
+    """A small text file for key statistics, and a private cache for tiny models."""
+    with private_corpus(tmp_path_factory, "rome") as path:
         yield path
-
 
 def tiny_hparams(corpus_file, **changes) -> ROMEHyperParams:
     values = dict(layer=1, v_num_grad_steps=6, context_lengths=(3,), contexts_per_length=2,

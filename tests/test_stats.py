@@ -1,5 +1,4 @@
 """Key statistics: the estimate, its disk cache with checked metadata, the text sources."""
-import itertools
 import logging
 
 import pytest
@@ -12,24 +11,14 @@ from romelib.hparams import load_hparams
 from romelib.texts import (SourceUnavailable, detokenize_wikitext, special_prefix, text_source,
                            wikitext_articles)
 
-from conftest import CORPUS, make_tiny_model
+from conftest import make_tiny_model, private_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """A small text file and a private cache folder (model files stay shared through a link)."""
-    from romelib.models import cache_dir
-
-    folder = tmp_path_factory.mktemp("stats")
-    (cache_dir() / "models").mkdir(parents=True, exist_ok=True)
-    (folder / "cache").mkdir()
-    (folder / "cache" / "models").symlink_to(cache_dir() / "models", target_is_directory=True)
-    path = folder / "corpus.txt"
-    path.write_text("\n\n".join(" ".join(p) for p in itertools.permutations(CORPUS, 2)))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ROMELIB_CACHE", str(folder / "cache"))
+    """A small text file and a private cache folder for tiny models."""
+    with private_corpus(tmp_path_factory, "stats") as path:
         yield path
-
 
 def explicit_second_moment(mt, layer, windows):
     """X^T X / n with X the keys of every text token, one window at a time, no batching."""
