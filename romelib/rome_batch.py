@@ -21,12 +21,16 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .editing import EditRequest
 from .hooks import hooks
 from .tokens import target_tokens
+
+if TYPE_CHECKING:  # only for annotations: rome imports this module
+    from .rome import ROMEHyperParams
 
 
 def prompt_rows(mt, request: EditRequest, prefixes: list[str], fact_token: str,

@@ -333,8 +333,8 @@ def main(argv=None) -> None:
     check_settings(RESULTS, {"model": mt.name, "rome": asdict(base),
                              "trace": {"kind": "mlp", "samples": args.samples}})
     started = time.perf_counter()
-    traces = trace_records(mt, records, "mlp", args.samples, out=RESULTS / "traces.jsonl")
-    rows = edit_sweep(mt, records, layers, FACT_TOKENS, base, out=RESULTS / "edits.jsonl")
+    trace_records(mt, records, "mlp", args.samples, out=RESULTS / "traces.jsonl")  # appended to the file
+    edit_sweep(mt, records, layers, FACT_TOKENS, base, out=RESULTS / "edits.jsonl")   # summarised below
     summary = {"command": "python -m romelib.where_to_edit " + " ".join(arguments), "model": mt.name,
                "this_session_seconds": round(time.perf_counter() - started, 1),
                **summarize_results(RESULTS)}
