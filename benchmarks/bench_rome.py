@@ -26,7 +26,8 @@ import torch
 
 import romelib
 from romelib.editing import EditHandle, EditRequest, MethodResult, as_request
-from romelib.rome import ValueResult, apply_rome, prompt_rows, resolve_hparams, rome_result
+from romelib.rome import (ValueResult, apply_rome, prompt_rows, resolve_hparams, rome_result,
+                          step_and_clamp)
 from romelib.stats import key_statistics
 from romelib.data import shared_data_dir
 from romelib.texts import context_prefixes
@@ -88,13 +89,7 @@ def straightforward_value(mt, request, hparams, prefixes):
         losses.append({"step": step, "loss": loss.item(), "nll": nll.item()})
         if loss.item() < hparams.early_stop_loss or step == hparams.v_num_grad_steps - 1:
             break
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            max_norm = hparams.clamp_norm_factor * value_init.norm()
-            if delta.norm() > max_norm:
-                delta.mul_(max_norm / delta.norm())
+        step_and_clamp(optimizer, loss, delta, hparams.clamp_norm_factor * value_init.norm())
     return delta.detach(), losses
 
 

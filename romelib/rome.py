@@ -157,13 +157,18 @@ def compute_value(mt, request: EditRequest, hparams: ROMEHyperParams,
             losses.append(_loss_record(step, terms, delta))
             if loss.item() < hparams.early_stop_loss or step == hparams.v_num_grad_steps - 1:
                 break
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                if delta.norm() > max_norm:
-                    delta.mul_(max_norm / delta.norm())
+            step_and_clamp(optimizer, loss, delta, max_norm)
     return ValueResult(delta=delta.detach(), value_init=value_init, losses=losses)
+
+
+def step_and_clamp(optimizer, loss, delta: torch.Tensor, max_norm) -> None:
+    """One optimiser step on ``loss``, then ``delta`` scaled back onto the ball ``|delta| <= max_norm``."""
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        if delta.norm() > max_norm:
+            delta.mul_(max_norm / delta.norm())
 
 
 def _loss_record(step: int, terms, delta) -> dict:
