@@ -33,7 +33,6 @@ from .plotting import plot_average_effects, plot_severed, plot_trace, plot_trace
 
 # --- editing (issue 4) exports below ---
 from .rome import ROMEHyperParams, apply_rome, compute_key, compute_value
-from .stats import KeyStatistics, key_statistics
 from .texts import context_prefixes, text_source
 
 # --- evaluation (issue 5) exports below ---
@@ -41,3 +40,13 @@ from .baselines import FTHyperParams
 from .counterfact import load_counterfact, validate_record
 from .evaluation import EvaluationResult, evaluate_counterfact
 from .fluency import generate_texts, ngram_entropy
+
+
+def __getattr__(name: str):
+    """``romelib.key_statistics`` and ``romelib.KeyStatistics`` load ``romelib.stats`` on first
+    use (PEP 562), so ``python -m romelib.stats`` runs a module not yet imported (no runpy warning)."""
+    if name in ("KeyStatistics", "key_statistics", "stats"):
+        import importlib
+        stats = importlib.import_module(".stats", __name__)
+        return stats if name == "stats" else getattr(stats, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -241,3 +241,32 @@ def figure3(context):
 FIGURES = {"figure1_causal_traces": figure1,
            "figure2_average_indirect_effects": figure2,
            "figure3_severed_paths": figure3}
+
+
+def plot_layer_curves(curves: dict, baseline: dict | None = None, title: str = ""):
+    """The paper's Figure 5 style: ES, PS, NS by edited layer, one line per token, 95% CI bands.
+
+    Usage: ``fig = plot_layer_curves(layer_curves(rows), {"NS": 80.0})``.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    styles = {"subject_last": ("tab:blue", "last subject token"), "last": ("tab:red", "last token")}
+    for ax, metric in zip(axes, ("ES", "PS", "NS")):
+        for token, (colour, label) in styles.items():
+            if token in curves:
+                c = curves[token][metric]
+                mean, ci = np.array(c["mean"]), np.nan_to_num(np.array(c["ci"]))
+                ax.plot(c["layers"], mean, "o-", color=colour, label=label)
+                ax.fill_between(c["layers"], mean - ci, mean + ci, color=colour, alpha=0.15)
+        if baseline and metric in baseline:
+            ax.axhline(baseline[metric], color="gray", ls="--", lw=1, label="unedited")
+        ax.set_title({"ES": "efficacy ES", "PS": "paraphrase PS", "NS": "neighbourhood NS"}[metric])
+        ax.set_xlabel("edited layer")
+        ax.set_ylim(-5, 105)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("percent (95% CI)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

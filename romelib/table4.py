@@ -26,6 +26,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .hparams import DATA_DIR
+from .results import append_jsonl, check_settings, read_jsonl
 
 RESULTS_DIR = DATA_DIR / "results"
 N_TUNE = 20  # shared CounterFact records reserved for tuning the baselines (split_records, seed 0)
@@ -91,41 +92,13 @@ def select_records(source: str, n: int | None) -> list[dict]:
     return records[:n] if n else records
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Usage: ``read_jsonl(folder / "rome.jsonl")`` -> the records saved so far ([] if none)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def check_settings(folder: Path, settings: dict) -> None:
-    """Record the settings of a results folder, or refuse to mix results made with others.
-
-    Usage: ``check_settings(folder, {"rome": asdict(hparams)})``; raises ``ValueError`` when
-    ``folder/settings.json`` holds a different value for any of the keys; new keys (a
-    method added later) are recorded.
-    """
-    path = folder / "settings.json"
-    settings = json.loads(json.dumps(settings, default=str))
-    saved = json.loads(path.read_text()) if path.exists() else {}
-    changed = sorted(k for k in set(saved) & set(settings) if saved[k] != settings[k])
-    if changed:
-        raise ValueError(f"{folder} holds results made with other settings for {changed}; "
-                         "delete the folder or choose another --name to start afresh.")
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**saved, **settings}, indent=1) + "\n")
-
-
-def _append(path: Path, row: dict) -> None:
-    with open(path, "a") as handle:
-        handle.write(json.dumps(row) + "\n")
-
-
 def run(mt, records: list[dict], folder: Path, methods=METHODS, generation_records: int = 0,
-        progress: bool = True, max_new_tokens: int = 50) -> None:
+        progress: bool = True, max_new_tokens: int = 50, from_end: bool = False) -> None:
     """Evaluate ``methods`` on ``records``, appending to ``folder/<method>.jsonl``; resumable.
 
     Usage: ``run(mt, select_records("shared", 10), RESULTS_DIR / "table4_try")``.
+    ``from_end=True`` walks the records from the last one, so a second process sharing the
+    folder (another core) meets the first in the middle; each skips what the other saved.
     """
     from tqdm.auto import tqdm
 
@@ -133,7 +106,7 @@ def run(mt, records: list[dict], folder: Path, methods=METHODS, generation_recor
     from .fluency import default_tfidf, reference_texts
 
     folder.mkdir(parents=True, exist_ok=True)
-    done = {m: {r["case_id"] for r in read_jsonl(folder / f"{_file(m)}.jsonl")} for m in methods}
+    saved = lambda m: {r["case_id"] for r in read_jsonl(folder / f"{_file(m)}.jsonl")}
     references = {r["case_id"]: r["texts"] for r in read_jsonl(folder / "references.jsonl")}
     tfidf = (default_tfidf([p for r in records for p in r["attribute_prompts"]])
              if generation_records else None)
@@ -142,28 +115,46 @@ def run(mt, records: list[dict], folder: Path, methods=METHODS, generation_recor
                             **{m: [method, asdict(hp) if hp else None]
                                for m, (method, hp) in hparams.items()}})
     bar = tqdm(total=len(records) * len(methods), desc="table 4", disable=not progress)
-    for index, record in enumerate(records):
+    order = list(enumerate(records))
+    for index, record in (reversed(order) if from_end else order):
         case_id, generate = record["case_id"], index < generation_records
         if generate and case_id not in references:
             started = time.perf_counter()
             references[case_id] = reference_texts(mt, record, seed=case_id)
-            _append(folder / "references.jsonl", {"case_id": case_id, "texts": references[case_id],
+            append_jsonl(folder / "references.jsonl", {"case_id": case_id, "texts": references[case_id],
                                                   "seconds": time.perf_counter() - started})
         for name in methods:
             bar.set_postfix_str(f"case {case_id} {name}")
-            if case_id not in done[name]:
+            if case_id not in saved(name):      # read again: another run may share the folder
                 method, hp = hparams[name]
                 result = evaluate_record(mt, record, method, hp, generation=generate,
                                          references=references.get(case_id), tfidf=tfidf,
                                          generation_settings={"max_new_tokens": max_new_tokens})
                 result.pop("log_probs"), result.pop("references")
-                _append(folder / f"{_file(name)}.jsonl", result)
+                append_jsonl(folder / f"{_file(name)}.jsonl", result)
             bar.update()
     bar.close()
 
 
 def _file(method: str) -> str:
     return method.replace("+", "_plus_")
+
+
+def _common_rows(folder: Path, methods) -> dict[str, list[dict]]:
+    """Each method's saved results on the records every method has finished, by case id.
+
+    A record saved twice (two runs appending to one folder at once) counts once: the first
+    line is kept; evaluations are deterministic, so both lines hold the same metrics.
+    """
+    rows = {m: list({r["case_id"]: r for r in reversed(read_jsonl(folder / f"{_file(m)}.jsonl"))}
+                    .values()) for m in methods}
+    rows = {m: r for m, r in rows.items() if r}
+    if not rows:
+        raise FileNotFoundError(f"No results saved in {folder}; run python -m romelib.table4 "
+                                "(data/results/README.md has the exact command).")
+    common = set.intersection(*[{r["case_id"] for r in rs} for rs in rows.values()])
+    return {m: sorted((r for r in rs if r["case_id"] in common), key=lambda r: r["case_id"])
+            for m, rs in rows.items()}
 
 
 def summarize_folder(folder: Path, methods=METHODS) -> dict:
@@ -173,18 +164,43 @@ def summarize_folder(folder: Path, methods=METHODS) -> dict:
     """
     from .evaluation import summarize
 
-    rows = {m: read_jsonl(folder / f"{_file(m)}.jsonl") for m in methods}
-    rows = {m: r for m, r in rows.items() if r}
-    if not rows:
-        raise FileNotFoundError(f"No results saved in {folder}; run python -m romelib.table4 "
-                                "(data/results/README.md has the exact command).")
-    common = set.intersection(*[{r["case_id"] for r in rs} for rs in rows.values()])
     table = {}
-    for method, results in rows.items():
-        kept = [r for r in results if r["case_id"] in common]
+    for method, kept in _common_rows(folder, methods).items():
         table[method] = {**summarize([r["metrics"] for r in kept]), "records": len(kept),
                          "seconds_per_record": sum(r["seconds"]["total"] for r in kept) / len(kept)}
     return table
+
+
+# The paper's comparative claims, as paired differences (first - second, same records).
+COMPARISONS = (("rome", "ft+l", "S"), ("rome", "ft", "S"), ("rome", "ft+l-rome-layer", "S"),
+               ("rome", "none", "NS"), ("ft+l", "none", "NS"), ("rome", "rome-identity", "NS"))
+
+
+def compare_folder(folder: Path, methods=METHODS) -> list[dict]:
+    """Paired differences with 95% bootstrap intervals for the ``COMPARISONS`` present.
+
+    Usage: ``compare_folder(RESULTS_DIR / "table4_counterfact")[0]`` ->
+    ``{"first": "rome", "second": "ft+l", "metric": "S", "difference": 6.0, "low": ..., "high": ...}``.
+    Each pair is compared on the records *both* methods have finished (which can be more
+    than the table's, when some methods were run on more records).
+    """
+    from .evaluation import paired_difference
+
+    found = []
+    for first, second, metric in COMPARISONS:
+        if first in methods and second in methods:
+            try:
+                rows = _common_rows(folder, (first, second))
+            except FileNotFoundError:
+                continue
+            if len(rows) < 2 or not rows[first]:
+                continue
+            difference, low, high = paired_difference(
+                [r["metrics"] for r in rows[first]], [r["metrics"] for r in rows[second]], metric)
+            found.append({"first": first, "second": second, "metric": metric,
+                          "difference": difference, "low": low, "high": high,
+                          "records": len(rows[first])})
+    return found
 
 
 def markdown(table: dict) -> str:
@@ -200,6 +216,17 @@ def markdown(table: dict) -> str:
                 mean, ci = row[c]
                 cells.append(f"{mean:.1f} ({ci:.1f})")
         lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_comparisons(comparisons: list[dict]) -> str:
+    """Usage: ``print(markdown_comparisons(compare_folder(folder)))``."""
+    lines = ["| comparison (same records) | records | difference | 95% interval |",
+             "|---|---|---|---|"]
+    for c in comparisons:
+        lines.append(f"| {c['metric']}: {LABELS.get(c['first'], c['first'])} - "
+                     f"{LABELS.get(c['second'], c['second'])} | {c['records']} "
+                     f"| {c['difference']:+.1f} | [{c['low']:+.1f}, {c['high']:+.1f}] |")
     return "\n".join(lines)
 
 
@@ -229,6 +256,9 @@ def main(argv=None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=50)
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--from-end", action="store_true",
+                        help="walk the records from the last one: a second run on another core "
+                             "shares the folder with the first and they meet in the middle")
     parser.add_argument("--summarize-only", action="store_true",
                         help="write summary.json and table.md from what is saved (a partial or "
                              "stopped run too); evaluate nothing")
@@ -254,13 +284,13 @@ def main(argv=None) -> None:
         mt = load_model(args.model, device="cpu")
         model_name = mt.name
         run(mt, records, folder, methods, args.generation_records,
-            max_new_tokens=args.max_new_tokens)
+            max_new_tokens=args.max_new_tokens, from_end=args.from_end)
     table = summarize_folder(folder, methods)
     computed = sum(r["seconds"]["total"] for m in methods
                    for r in read_jsonl(folder / f"{_file(m)}.jsonl"))
     computed += sum(r.get("seconds", 0.0) for r in read_jsonl(folder / "references.jsonl"))
     arguments = sys.argv[1:] if argv is None else argv
-    arguments = [a for a in arguments if a != "--summarize-only"]
+    arguments = [a for a in arguments if a not in ("--summarize-only", "--from-end")]
     done = min(row["records"] for row in table.values())
     summary = {"command": "python -m romelib.table4 " + " ".join(arguments),
                "summarized_only": args.summarize_only, "model": model_name,
@@ -271,10 +301,12 @@ def main(argv=None) -> None:
                "this_session_seconds": round(time.perf_counter() - started, 1),
                "compute_seconds_all_sessions": round(computed, 1),
                "machine": f"{platform.machine()}, torch threads {torch.get_num_threads()}",
-               "table": table}
+               "table": table, "comparisons": compare_folder(folder, methods)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (folder / "table.md").write_text(markdown(table) + "\n")
-    print(markdown(table))
+    text = markdown(table) + "\n\nPaired differences (bootstrap over records):\n\n" + \
+        markdown_comparisons(summary["comparisons"])
+    (folder / "table.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from .hparams import DATA_DIR
-from .table4 import _append, check_settings, read_jsonl
+from .plotting import plot_layer_curves  # noqa: F401  (re-exported: where_to_edit.plot_layer_curves)
+from .results import append_jsonl, check_settings, read_jsonl
 
 RESULTS = DATA_DIR / "results" / "where_to_edit"
 FACT_TOKENS = ("subject_last", "last")
@@ -85,7 +86,7 @@ def edit_sweep(mt, records, layers, fact_tokens=FACT_TOKENS, base_hparams=None,
                        "seconds": result["seconds"]["total"]}
                 rows.append(row)
                 if out:
-                    _append(out, row)
+                    append_jsonl(out, row)
     bar.close()
     return rows
 
@@ -116,7 +117,7 @@ def trace_records(mt, records, kind: str = "mlp", samples: int = 10, out: Path |
                "low_score": result.low_score, "high_score": result.high_score}
         rows.append(row)
         if out:
-            _append(out, row)
+            append_jsonl(out, row)
     return rows
 
 
@@ -244,36 +245,6 @@ def summarize_results(folder: Path = RESULTS) -> dict:
     return {"facts": sorted({r["case_id"] for r in rows}), "edits": len(rows),
             "edit_seconds_total": round(sum(r["seconds"] for r in rows), 1),
             "curves": layer_curves(rows), "correlations": correlations}
-
-
-def plot_layer_curves(curves: dict, baseline: dict | None = None, title: str = ""):
-    """The paper's Figure 5 style: ES, PS, NS by edited layer, one line per token, 95% CI bands.
-
-    Usage: ``fig = plot_layer_curves(layer_curves(rows), {"NS": 80.0})``.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
-    styles = {"subject_last": ("tab:blue", "last subject token"), "last": ("tab:red", "last token")}
-    for ax, metric in zip(axes, ("ES", "PS", "NS")):
-        for token, (colour, label) in styles.items():
-            if token in curves:
-                c = curves[token][metric]
-                mean, ci = np.array(c["mean"]), np.nan_to_num(np.array(c["ci"]))
-                ax.plot(c["layers"], mean, "o-", color=colour, label=label)
-                ax.fill_between(c["layers"], mean - ci, mean + ci, color=colour, alpha=0.15)
-        if baseline and metric in baseline:
-            ax.axhline(baseline[metric], color="gray", ls="--", lw=1, label="unedited")
-        ax.set_title({"ES": "efficacy ES", "PS": "paraphrase PS", "NS": "neighbourhood NS"}[metric])
-        ax.set_xlabel("edited layer")
-        ax.set_ylim(-5, 105)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set_ylabel("percent (95% CI)")
-    axes[0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 
 def figure5(context):

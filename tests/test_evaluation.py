@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import romelib
-from romelib import evaluation, fluency
+from romelib import evaluation, fluency, results
 from romelib.baselines import FTHyperParams
 
 from test_counterfact import RECORD
@@ -82,6 +82,21 @@ def test_confidence_intervals():
     assert 0 < half < 30
     constant = evaluation.bootstrap_score_ci([{"ES": 1, "PS": 1, "NS": 1}] * 5, samples=50)
     assert constant == (100.0, 0.0)
+
+
+def test_paired_difference_cancels_record_difficulty():
+    rng = np.random.default_rng(1)
+    hard = rng.random(40)                                   # per-record difficulty, shared
+    first = [{"ES": 1.0, "PS": float(h > .3), "NS": float(h > .2)} for h in hard]
+    second = [{"ES": 1.0, "PS": float(h > .5), "NS": float(h > .2)} for h in hard]
+    value, low, high = evaluation.paired_difference(first, second, "S", samples=300)
+    scores = [evaluation.bootstrap_score_ci(x, samples=10)[0] for x in (first, second)]
+    assert value == pytest.approx(scores[0] - scores[1]) and 0 < low <= value <= high
+    assert evaluation.paired_difference(first, second, "NS", samples=50) == (0.0, 0.0, 0.0)
+    swapped = evaluation.paired_difference(second, first, "S", samples=300)
+    assert swapped[0] == pytest.approx(-value) and swapped[2] == pytest.approx(-low)
+    with pytest.raises(ValueError, match="same records"):
+        evaluation.paired_difference(first, second[:-1], "S")
 
 
 def test_ngram_entropy_matches_a_hand_computation():
@@ -164,17 +179,36 @@ def test_table_run_resumes_and_refuses_mixed_settings(gpt2_tiny, tmp_path, monke
                                  "ft": ("ft", FTHyperParams(layer=1, lr=lr, max_steps=3))}[name]
 
     monkeypatch.setattr(table4, "method_and_hparams", settings(0.05))
-    records = [RECORD, {**RECORD, "case_id": 8}]
+    records = [RECORD, {**RECORD, "case_id": 8}, {**RECORD, "case_id": 9}]
     table4.run(gpt2_tiny, records[:1], tmp_path, methods=("none", "ft"), progress=False)
-    table4.run(gpt2_tiny, records, tmp_path, methods=("none", "ft"), progress=False)
-    assert [r["case_id"] for r in table4.read_jsonl(tmp_path / "ft.jsonl")] == [7, 8]
+    table4.run(gpt2_tiny, records, tmp_path, methods=("none", "ft"), progress=False, from_end=True)
+    assert [r["case_id"] for r in table4.read_jsonl(tmp_path / "ft.jsonl")] == [7, 9, 8]
     table = table4.summarize_folder(tmp_path, ("none", "ft"))
-    assert table["ft"]["records"] == table["none"]["records"] == 2
+    assert table["ft"]["records"] == table["none"]["records"] == 3
     text = table4.markdown(table)
     assert text.count("\n") == 3 and "| unedited |" in text and "| FT |" in text
     monkeypatch.setattr(table4, "method_and_hparams", settings(0.01))
     with pytest.raises(ValueError, match="other settings"):
         table4.run(gpt2_tiny, records, tmp_path, methods=("none", "ft"), progress=False)
+
+
+def test_table_comparisons_pair_records_by_case_id(tmp_path):
+    from romelib import table4
+
+    ns = {"none": {1: .8, 2: .6, 3: 1.0}, "rome": {3: .9, 1: .6, 2: .6, 4: 0.0}}  # 4: unfinished
+    for method, values in ns.items():
+        for case, value in values.items():
+            results.append_jsonl(tmp_path / f"{method}.jsonl", {
+                "case_id": case, "method": method, "seconds": {"total": 1.0},
+                "metrics": {"ES": 1.0, "PS": 1.0, "NS": value}})
+    results.append_jsonl(tmp_path / "none.jsonl", {"case_id": 1, "method": "none", "seconds": {"total": 1.0},
+                                              "metrics": {"ES": 1.0, "PS": 1.0, "NS": .8}})  # saved twice
+    assert table4.summarize_folder(tmp_path, ("none", "rome"))["none"]["records"] == 3
+    [found] = table4.compare_folder(tmp_path, ("none", "rome"))
+    assert (found["first"], found["second"], found["metric"], found["records"]) == \
+        ("rome", "none", "NS", 3)
+    assert found["difference"] == pytest.approx(-10.0) and found["low"] <= -10 <= found["high"]
+    assert "NS: ROME - unedited | 3 | -10.0" in table4.markdown_comparisons([found])
 
 
 def synthetic_sweep(score_of):
@@ -222,7 +256,7 @@ def test_rewrite_score():
 
 def test_partial_sweeps_are_summarised(tmp_path):
     from romelib import where_to_edit
-    from romelib.table4 import _append
+    from romelib.results import append_jsonl
 
     rows, traces = synthetic_sweep(lambda effect, layer, rng: effect)
     two_facts = [r for r in rows if r["case_id"] < 2]
@@ -230,9 +264,9 @@ def test_partial_sweeps_are_summarised(tmp_path):
                                              normalize=False)
     assert pairs["facts"] == 2 and pairs["resample"] == "pairs" and pairs["r"] == pytest.approx(1.0)
     for row in two_facts:
-        _append(tmp_path / "edits.jsonl", {**row, "seconds": 1.0})
+        append_jsonl(tmp_path / "edits.jsonl", {**row, "seconds": 1.0})
     for trace in traces:
-        _append(tmp_path / "traces.jsonl", trace)
+        append_jsonl(tmp_path / "traces.jsonl", trace)
     summary = where_to_edit.summarize_results(tmp_path)
     assert summary["facts"] == [0, 1] and summary["edits"] == 8
     assert summary["correlations"][0]["resample"] == "pairs"

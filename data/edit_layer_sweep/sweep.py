@@ -72,11 +72,32 @@ only records any choice was made on):
   row below uses it; other values were not compared here): it bounds ||delta|| by the
   norm of the MLP output it is added to, and 1.0 already reaches 100% efficacy.
 
+Specificity checks, run after the held-out Table 4 (50 records) put ROME's neighbourhood
+score 5.6 points below the unedited model's (tune split again; the rows are in the table):
+
+* `clamp_norm_factor 0.75` (a smaller ||delta||) on 24 tune cases: efficacy 95.8%,
+  paraphrase 75.0%, neighbourhood 1.2 points below unedited.  Paraphrase success falls
+  below the 85% the issue asks for, so the bound stays at 1.0.  `0.5` missed efficacy on
+  1 of 3 cases and the paraphrases of the other 2 (final NLL 2.4-6.0: the bound leaves
+  too little room) and was stopped there.
+* C from all 524,060 WikiText-2 tokens (`mom2_max_tokens null`) instead of 100,000:
+  efficacy, paraphrase and neighbourhood results identical on each of the 7 cases run
+  before the run was stopped for time (same k*, v*; only C differs), so the estimate of C is not what limits specificity.
+  The shipped file stays the 100,000-token one.
+* Where neighbourhood success is lost (held-out Table 4, per record): mostly on subjects
+  whose last token is generic and shared by the neighbours ("Battambang *Province*" ->
+  Tucson takes 7 of 10 other Cambodian provinces along; "Greenwich *Park*": 3 of 10).
+  ROME writes at the last subject token, so neighbours with nearly the same key there
+  move with the edit; no setting above avoids that without losing paraphrases.
+
 The acceptance test of the issue (efficacy >= 99%, paraphrase >= 85%, neighbourhood no
 more than 5 points below the unedited model) holds on the tune split at layer 5
-(100 / 91.7 / -2.5 points).  On records never used for a choice, see the holdout split
-below (if run) and the CounterFact table of `romelib.table4`
-(`data/results/table4_counterfact/`, method `rome`, held-out shared records).
+(100 / 91.7 / -2.5 points).  On records never used for a choice (the CounterFact table of
+`romelib.table4`, `data/results/table4_counterfact/`, 100 held-out shared records, these
+settings unchanged): efficacy 100%, paraphrase 89.0%, neighbourhood 70.4% against 74.6%
+unedited, 4.2 points below (paired 95% interval 2.4-6.4).  The first 50 of those records
+gave 93.0% / 5.6 points below, the next 50 85.0% / 2.8 below; the table was extended to
+100 records because 50 left the neighbourhood result within noise of the limit.
 
 Commands (from the repository root; resumable; `--summary` rewrites this file):
 
@@ -84,6 +105,10 @@ Commands (from the repository root; resumable; `--summary` rewrites this file):
         --threads 1 --set clamp_norm_factor=1.0 --set update_key='"prompt"' \\
         --variant update_key='"average"'
     nice -n 10 python data/edit_layer_sweep/sweep.py --split holdout --layers 5 --cases 100 --threads 1
+    nice -n 10 python data/edit_layer_sweep/sweep.py --split tune --layers 5 --cases 24 --threads 1 \\
+        --set clamp_norm_factor=0.75 --set update_key='"prompt"'
+    nice -n 10 python data/edit_layer_sweep/sweep.py --split tune --layers 5 --cases 24 --threads 1 \\
+        --set clamp_norm_factor=1.0 --set update_key='"prompt"' --variant mom2_max_tokens=null
     python data/edit_layer_sweep/sweep.py --summary
 
 An earlier, interrupted run with more cases scored the unedited model on 24 cases and
@@ -129,13 +154,15 @@ def edit_variants(mt, record: dict, hparams: ROMEHyperParams, variants: list[dic
     prefixes = context_prefixes(mt, hparams.context_lengths, hparams.contexts_per_length)
     keys = compute_keys(mt, request, hparams, prefixes)
     value = compute_value(mt, request, hparams, prefixes)
-    second_moment = key_statistics(mt, hparams.layer, hparams.mom2_source,
-                                   hparams.mom2_max_tokens).mom2
+    moments = {}                                    # C for each token count the variants use
     rows = []
     for variant in variants:
         changed = dataclasses.replace(hparams, **variant)
+        if changed.mom2_max_tokens not in moments and not changed.identity_covariance:
+            moments[changed.mom2_max_tokens] = key_statistics(
+                mt, changed.layer, changed.mom2_source, changed.mom2_max_tokens).mom2
         result = rome_result(mt, request, changed, prefixes, keys, value,
-                             None if changed.identity_covariance else second_moment)
+                             None if changed.identity_covariance else moments[changed.mom2_max_tokens])
         with EditHandle(mt, request, "rome", changed, result):
             rows.append({**record_scores(mt, record), "final_nll": value.losses[-1]["nll"]})
     return rows
