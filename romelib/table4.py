@@ -122,7 +122,7 @@ def run(mt, records: list[dict], folder: Path, methods=METHODS, generation_recor
             started = time.perf_counter()
             references[case_id] = reference_texts(mt, record, seed=case_id)
             append_jsonl(folder / "references.jsonl", {"case_id": case_id, "texts": references[case_id],
-                                                  "seconds": time.perf_counter() - started})
+                                                       "seconds": time.perf_counter() - started})
         for name in methods:
             bar.set_postfix_str(f"case {case_id} {name}")
             if case_id not in saved(name):      # read again: another run may share the folder
