@@ -9,7 +9,6 @@ gets one that does not.
 from __future__ import annotations
 
 import itertools
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import torch
 
 import romelib
 
-SHARED_DATA = Path(os.environ.get("ROMELIB_SHARED_DATA",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+from romelib.data import shared_data_dir
+
+SHARED_DATA = shared_data_dir()   # $ROMELIB_SHARED_DATA or ../shared/data, as romelib reads it
 
 CORPUS = [
     "The Space Needle is located in the city of Seattle.",

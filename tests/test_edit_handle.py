@@ -18,6 +18,7 @@ def setup(tmp_path_factory):
                                   contexts_per_length=2, mom2_source=f"file:{corpus}")
         yield make_tiny_model("gpt2"), hparams
 
+
 def snapshot(mt):
     return {name: p.detach().clone() for name, p in mt.model.named_parameters()}
 

@@ -35,6 +35,7 @@ def corpus_file(tmp_path_factory):
     with private_corpus(tmp_path_factory, "rome") as path:
         yield path
 
+
 def tiny_hparams(corpus_file, **changes) -> ROMEHyperParams:
     values = dict(layer=1, v_num_grad_steps=6, context_lengths=(3,), contexts_per_length=2,
                   mom2_source=f"file:{corpus_file}", early_stop_loss=0.0)

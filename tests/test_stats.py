@@ -20,6 +20,7 @@ def corpus(tmp_path_factory):
     with private_corpus(tmp_path_factory, "stats") as path:
         yield path
 
+
 def explicit_second_moment(mt, layer, windows):
     """X^T X / n with X the keys of every text token, one window at a time, no batching."""
     skip = len(special_prefix(mt))
