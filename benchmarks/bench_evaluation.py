@@ -29,23 +29,10 @@ import time
 import torch
 
 import romelib
-from romelib.counterfact import load_counterfact, targets
-from romelib.evaluation import GROUPS, record_prompts, score_targets
-from romelib.tokens import pad_batch, target_tokens
-
-
-@torch.no_grad()
-def straightforward(mt, prompts, answers):
-    """All pairs in one padded batch, full-vocabulary logits at every position."""
-    pairs = [target_tokens(mt, p, t) for p, t in zip(prompts, answers)]
-    inputs = pad_batch(mt, [p + t for p, t in pairs])
-    log_probs = torch.log_softmax(mt.model(**inputs).logits.float(), dim=-1)
-    width = inputs["input_ids"].shape[1]
-    results = []
-    for row, (_, target) in enumerate(pairs):
-        first = width - len(target) - 1
-        results.append([float(log_probs[row, first + j, token]) for j, token in enumerate(target)])
-    return results
+from romelib.datasets.counterfact import load_counterfact, targets
+from romelib.evaluation.metrics import PROMPT_GROUPS as GROUPS
+from romelib.evaluation.metrics import record_prompts
+from romelib.evaluation.scoring import score_targets, score_targets_reference
 
 
 def pairs_of(record):
@@ -65,7 +52,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     mt = romelib.load_model(device="cpu")
-    ways = {"straightforward": straightforward, "target_log_probs": romelib.target_log_probs,
+    ways = {"straightforward": score_targets_reference, "target_log_probs": romelib.target_log_probs,
             "score_targets": score_targets}
     seconds = {name: [] for name in ways}
     worst = 0.0

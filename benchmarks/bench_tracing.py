@@ -20,9 +20,9 @@ import time
 import torch
 
 import romelib
-from romelib.corruption import corrupt_embeddings, make_corruption
-from romelib.restore import fast_scores
-from romelib.tokens import encode, find_subject_range
+from romelib.core.tokens import encode, find_subject_range
+from romelib.tracing.corruption import corrupt_embeddings, make_corruption
+from romelib.tracing.fast import fast_scores
 
 
 def timed(function):
@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--kinds", nargs="+", default=["hidden", "mlp", "attn"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--ablation", action="store_true", help="also time the fast engine without the prefix cache")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time the fast engine without the prefix cache")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     if args.threads:
@@ -54,9 +55,10 @@ def main() -> None:
           f"window {args.window}, {corruption.describe()}, prompt {args.prompt!r}")
     rows = []
     for kind in args.kinds:
-        fast, fast_s, fast_cpu = timed(lambda: romelib.trace(mt, args.prompt, args.subject, kind, **trace))
-        reference, reference_s, reference_cpu = timed(lambda: romelib.trace(
-            mt, args.prompt, args.subject, kind, engine="reference", **trace))
+        fast, fast_s, fast_cpu = timed(lambda kind=kind: romelib.trace(
+            mt, args.prompt, args.subject, kind=kind, **trace))
+        reference, reference_s, reference_cpu = timed(lambda kind=kind: romelib.trace(
+            mt, args.prompt, args.subject, kind=kind, engine="reference", **trace))
         row = {"kind": kind, "fast_s": fast_s, "reference_s": reference_s,
                "fast_cpu_s": fast_cpu, "reference_cpu_s": reference_cpu,
                "ratio_wall": reference_s / fast_s, "ratio_cpu": reference_cpu / fast_cpu,
@@ -64,7 +66,7 @@ def main() -> None:
                "low_difference": abs(fast.low_score - reference.low_score)}
         if args.ablation:
             _, row["fast_no_prefix_s"], row["fast_no_prefix_cpu_s"] = timed(
-                lambda: _without_prefix(mt, args, kind, corruption))
+                lambda kind=kind: _without_prefix(mt, args, kind, corruption))
         rows.append(row)
         print(json.dumps(row), flush=True)
     total = {key: sum(row[key] for row in rows)

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import romelib
-
-from romelib.data import shared_data_dir
+from romelib.paths import shared_data_dir
 
 SHARED_DATA = shared_data_dir()   # $ROMELIB_SHARED_DATA or ../shared/data, as romelib reads it
 
@@ -35,9 +34,18 @@ D, MLP, LAYERS, HEADS = 32, 64, 4, 4
 
 
 def _configs(vocab: int) -> dict:
-    from transformers import (GemmaConfig, Gemma2Config, Gemma3TextConfig, GPT2Config,
-                              GPTJConfig, GPTNeoXConfig, LlamaConfig, MistralConfig,
-                              Qwen2Config, Qwen3Config)
+    from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
+        GemmaConfig,
+        GPT2Config,
+        GPTJConfig,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
     llama_like = dict(vocab_size=vocab, hidden_size=D, intermediate_size=MLP,
                       num_hidden_layers=LAYERS, num_attention_heads=HEADS,
                       num_key_value_heads=2, max_position_embeddings=256,
@@ -121,7 +129,7 @@ def private_corpus(tmp_path_factory, name: str):
 
     Usage: ``with private_corpus(tmp_path_factory, "stats") as path: ...``
     """
-    from romelib.models import cache_dir
+    from romelib.paths import cache_dir
 
     folder = tmp_path_factory.mktemp(name)
     (cache_dir() / "models").mkdir(parents=True, exist_ok=True)

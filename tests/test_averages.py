@@ -8,8 +8,13 @@ import pytest
 import torch
 
 import romelib
-from romelib import averages, data
-from romelib.averages import GROUPS, average_effects, group_effects, position_groups
+from romelib.datasets import facts as data
+from romelib.experiments import averages as runner
+from romelib.paths import project_data
+from romelib.results import read_jsonl
+from romelib.tracing import averages
+from romelib.tracing.averages import POSITION_GROUPS as GROUPS
+from romelib.tracing.averages import average_effects, group_effects, position_groups
 
 PROMPT = "The Space Needle is located in the city of Seattle"
 
@@ -88,14 +93,13 @@ def test_full_run_refuses_to_mix_settings(tmp_path):
     out = tmp_path / "run.jsonl"
     settings = {"model": "m", "source": "known_1000", "samples": 10, "noise": 3.0, "window": 10,
                 "seed": 0, "facts_selected": 5, "sigma": 1.0}
-    averages._check_resumable(out, settings)                 # nothing traced yet
+    runner.check_resumable(out, settings)                    # nothing traced yet
     out.write_text('{"fact": {}}\n')
-    out.with_name("run_settings.json").write_text(json.dumps(settings))
-    averages._check_resumable(out, dict(settings))           # same settings: resume
-    with pytest.raises(SystemExit, match="samples"):
-        averages._check_resumable(out, {**settings, "samples": 3})
-    with pytest.raises(SystemExit, match="sigma"):
-        averages._check_resumable(out, {**settings, "sigma": 1.1})
+    runner.check_resumable(out, dict(settings))              # same settings: resume
+    with pytest.raises(ValueError, match="samples"):
+        runner.check_resumable(out, {**settings, "samples": 3})
+    with pytest.raises(ValueError, match="sigma"):
+        runner.check_resumable(out, {**settings, "sigma": 1.1})
 
 
 def test_fact_records_and_loaders(tmp_path, monkeypatch):
@@ -129,7 +133,7 @@ def test_known_1000_from_shared_data(shared_data):
 
 
 def test_project_facts_are_in_known_1000_format():
-    if not data.PROJECT_FACTS.is_file():
+    if not project_data("known_facts.json").is_file():
         pytest.skip("data/known_facts.json is not written yet")
     facts = data.load_facts("project")
     assert len(facts) >= 150
@@ -137,8 +141,7 @@ def test_project_facts_are_in_known_1000_format():
 
 
 def test_figure_registry():
-    from romelib import reproduce
-    assert "romelib.plotting" in reproduce.FIGURE_MODULES
+    from romelib.experiments import reproduce
     figures = reproduce.all_figures()
     assert {"figure1_causal_traces", "figure2_average_indirect_effects",
             "figure3_severed_paths"} <= set(figures)
@@ -148,10 +151,10 @@ def test_figure_registry():
 
 def _saved_run():
     try:
-        summary = averages.load_summary()
+        summary = runner.load_summary()
     except FileNotFoundError:
         pytest.skip("no saved full run in data/tracing yet")
-    records = averages.read_records(averages.RESULTS_DIR / "gemma-3-270m_known_1000.jsonl")
+    records = read_jsonl(runner.run_path("gemma-3-270m", "known_1000"), key=averages.fact_key)
     return summary, records
 
 
@@ -183,12 +186,12 @@ def test_saved_summary_matches_its_records():
 
 def test_saved_results_show_the_paper_pattern_and_draw(tmp_path):
     """The saved run shows the paper's pattern, and figures 2 and 3 are drawn from it."""
-    from romelib import reproduce
+    from romelib.experiments import reproduce
     summary, _ = _saved_run()
     traced = summary["settings"]["facts_traced"]
     if traced < 10:
         pytest.skip(f"the saved run summarizes only {traced} facts; the pattern is checked on "
-                    ">= 10 (python -m romelib.averages --source known_1000 --summarize-only)")
+                    ">= 10 (python -m romelib.experiments.averages --source known_1000 --summarize-only)")
     hidden, mlp, attn = (averages.averages_from_summary(summary, k) for k in ("hidden", "mlp", "attn"))
     layers = hidden.mean.shape[1]
     last_subject, last = GROUPS.index("last subject token"), GROUPS.index("last token")

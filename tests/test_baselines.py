@@ -5,9 +5,12 @@ import pytest
 import torch
 
 import romelib
-from romelib.baselines import FTHyperParams, apply_ft, apply_ft_l, best_settings, finetune
-from romelib.editing import EditRequest
-from romelib.hparams import hparams_path, load_hparams
+from romelib.core.hparams import hparams_path, load_hparams
+from romelib.editing.finetune import FTHyperParams, finetune
+from romelib.editing.finetune import compute_ft as apply_ft
+from romelib.editing.finetune import compute_ft_l as apply_ft_l
+from romelib.editing.request import EditRequest
+from romelib.experiments.baseline_sweep import best_settings
 
 REQUEST = EditRequest("{} is located in the city of", "The Space Needle", "Paris", "Seattle")
 STRONG = dict(lr=0.05, max_steps=10, early_stop_loss=1e-3)  # tiny random models learn slowly
@@ -84,7 +87,7 @@ def test_best_settings_picks_the_highest_score():
 def test_shipped_hyperparameters_load_strictly(method):
     path = hparams_path(method, "gemma-3-270m")
     if not path.exists():
-        pytest.skip(f"{path} not written yet (python -m romelib.baselines --write-hparams)")
+        pytest.skip(f"{path} not written yet (python -m romelib.experiments.baseline_sweep --write-hparams)")
     hparams = load_hparams(FTHyperParams, method, "gemma-3-270m")
     assert (hparams.norm_constraint is not None) == (method == "ft+l")
     assert json.loads(path.read_text()).keys() == FTHyperParams.__dataclass_fields__.keys()

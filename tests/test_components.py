@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import romelib
-from romelib.components import COMPONENTS, component_path
+from romelib.core.components import COMPONENTS, component_path
 
 
 def test_every_component_resolves(tiny_mt):
@@ -24,14 +24,20 @@ def test_mlp_proj_weight_is_out_by_in(tiny_mt):
     torch.testing.assert_close(weight @ key, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_negative_and_out_of_range_layers(tiny_mt):
-    assert tiny_mt.module("block", -1) is tiny_mt.module("block", 3)
+def test_negative_and_out_of_range_layers_are_refused(tiny_mt):
+    """Negative layers are refused everywhere (a layer is also used in arithmetic)."""
+    assert tiny_mt.module("block", 3) is tiny_mt.module("blocks")[3]
+    with pytest.raises(ValueError, match="layer=-1 is out of range.*write 3"):
+        tiny_mt.module("block", -1)
     with pytest.raises(ValueError, match="out of range"):
         tiny_mt.module("block", 4)
+    for bad in ("2", 2.0, True, None):
+        with pytest.raises(TypeError, match="must be an int"):
+            tiny_mt.check_layer(bad)
 
 
 def test_unknown_architecture_names_the_table():
-    with pytest.raises(ValueError, match="ARCHITECTURES in romelib/components.py"):
+    with pytest.raises(ValueError, match="ARCHITECTURES in romelib/core/components.py"):
         romelib.architecture_for("mamba")
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import romelib
-from romelib.corruption import Corruption, corrupt_embeddings, replacement_subjects
+from romelib.tracing.corruption import Corruption, corrupt_embeddings, replacement_subjects
 
 PROMPT = "The Space Needle is located in the city of Seattle"
 SUBJECT = "Space Needle"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from romelib import counterfact
+from romelib.datasets import counterfact
 
 RECORD = {
     "case_id": 7,
@@ -72,7 +72,7 @@ def test_missing_shared_data_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("ROMELIB_SHARED_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="ROMELIB_SHARED_DATA"):
         counterfact.counterfact_path("shared")
-    assert counterfact.counterfact_path("auto") == counterfact.PROJECT_CASES
+    assert counterfact.counterfact_path("auto") == counterfact.project_cases_path()
     with pytest.raises(FileNotFoundError, match="'shared', 'project'"):
         counterfact.counterfact_path(tmp_path / "nothing.json")
 
@@ -85,18 +85,37 @@ def test_shared_sample_is_valid(shared_data, monkeypatch):
 
 
 def test_project_cases_are_valid():
-    if not counterfact.PROJECT_CASES.exists():
+    if not counterfact.project_cases_path().exists():
         pytest.skip("data/counterfact_cases.json has not been written yet")
     records = counterfact.load_counterfact("project")
     assert len(records) >= 50
 
 
-def test_split_is_disjoint_and_reproducible():
-    records = [{**RECORD, "case_id": i} for i in range(30)]
-    tune, test = counterfact.split_records(records, n_tune=10, seed=3)
-    again, _ = counterfact.split_records(records, n_tune=10, seed=3)
-    assert [r["case_id"] for r in tune] == [r["case_id"] for r in again]
-    assert len(tune) == 10 and len(test) == 20
-    assert not {r["case_id"] for r in tune} & {r["case_id"] for r in test}
-    with pytest.raises(ValueError, match="n_tune=31"):
-        counterfact.split_records(records, n_tune=31)
+def test_split_is_disjoint_covers_everything_and_is_fixed():
+    records = [{**RECORD, "case_id": i} for i in range(200)]
+    split = counterfact.counterfact_split(records, "shared")
+    tune, held = {r["case_id"] for r in split.tune}, {r["case_id"] for r in split.held_out}
+    assert not tune & held and tune | held == set(range(200))
+    assert set(range(counterfact.TUNE_FIRST)) <= tune                  # the layer sweep's records
+    drawn = counterfact.shuffled(records, counterfact.SPLIT_SEED)[:counterfact.TUNE_DRAWN]
+    assert {r["case_id"] for r in drawn} <= tune                        # the baselines' records
+    assert len(tune) <= counterfact.TUNE_FIRST + counterfact.TUNE_DRAWN
+    again = counterfact.counterfact_split(list(records), "shared")
+    assert [r["case_id"] for r in again.held_out] == [r["case_id"] for r in split.held_out]
+    assert [r["case_id"] for r in split.tune] == sorted(tune)            # file order
+    own = counterfact.counterfact_split(records, "project")              # never tuned on
+    assert own.tune == [] and len(own.held_out) == 200
+
+
+def test_table4_records_are_the_held_out_ones_saved_before(shared_data, monkeypatch):
+    """The split gives exactly the records the saved Table 4 was computed on, in order."""
+    from romelib.experiments import table4
+
+    monkeypatch.setenv("ROMELIB_SHARED_DATA", str(shared_data))
+    try:
+        saved = table4.load_summary("counterfact")["case_ids"]
+    except FileNotFoundError:
+        pytest.skip("no saved Table 4")
+    assert [r["case_id"] for r in table4.select_records("shared", len(saved))] == saved
+    split = counterfact.load_split("shared")
+    assert not {r["case_id"] for r in split.tune} & set(saved)

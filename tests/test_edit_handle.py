@@ -4,10 +4,11 @@ import pytest
 import torch
 
 import romelib
-from romelib.editing import EditHandle, EditRequest, MethodResult
-from romelib.rome import ROMEHyperParams
-
 from conftest import make_tiny_model, private_corpus
+from romelib.editing.handle import EditHandle
+from romelib.editing.request import ComputedEdit as MethodResult
+from romelib.editing.request import EditRequest
+from romelib.editing.rome import ROMEHyperParams
 
 
 @pytest.fixture(scope="module")

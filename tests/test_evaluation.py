@@ -5,12 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_counterfact import RECORD
 
 import romelib
-from romelib import evaluation, fluency, results
-from romelib.baselines import FTHyperParams
-
-from test_counterfact import RECORD
+from romelib import intervals, results
+from romelib.editing.finetune import FTHyperParams
+from romelib.evaluation import fluency, scoring
+from romelib.evaluation import metrics as evaluation
 
 
 def test_score_targets_matches_target_log_probs(tiny_mt):
@@ -20,7 +21,7 @@ def test_score_targets_matches_target_log_probs(tiny_mt):
     expected = romelib.target_log_probs(tiny_mt, prompts, targets)
     # a tiny batch budget forces several batches; shared prompts reuse one forward pass
     for budget in (4096, 16):
-        got = evaluation.score_targets(tiny_mt, prompts, targets, max_batch_tokens=budget)
+        got = scoring.score_targets(tiny_mt, prompts, targets, max_batch_tokens=budget)
         assert [len(g) for g in got] == [len(e) for e in expected]
         for g, e in zip(got, expected):
             torch.testing.assert_close(torch.tensor(g), torch.tensor(e), atol=1e-4, rtol=1e-4)
@@ -28,12 +29,12 @@ def test_score_targets_matches_target_log_probs(tiny_mt):
 
 def test_sequences_are_shared_only_when_valid():
     pairs = [([1, 2], [5]), ([1, 2], [6, 7]), ([1, 2], [6, 8]), ([1, 2], [6]), ([3], [5])]
-    sequences, owner = evaluation._plan_sequences(pairs)
+    sequences, owner = scoring.plan_sequences(pairs)
     # [6, 8] cannot reuse [1, 2, 6, 7]'s pass for its last token? It can: only target[:-1]
     # (= [6]) must be a prefix of the other continuation.
     assert sequences == [[1, 2, 6, 7], [3, 5]]
     assert owner == [0, 0, 0, 0, 1]
-    sequences, owner = evaluation._plan_sequences([([1], [5, 6]), ([1], [7, 8])])
+    sequences, owner = scoring.plan_sequences([([1], [5, 6]), ([1], [7, 8])])
     assert sequences == [[1, 5, 6], [1, 7, 8]] and owner == [0, 1]
 
 
@@ -74,13 +75,13 @@ def test_harmonic_mean_reproduces_the_papers_scores():
 
 
 def test_confidence_intervals():
-    mean, half = evaluation.mean_and_ci([1, 0, 1, 1])
+    mean, half = intervals.mean_and_ci([1, 0, 1, 1])
     assert mean == 75.0 and half == pytest.approx(1.96 * 0.5 / 2 * 100)
     records = [{"ES": 1.0, "PS": p, "NS": n} for p, n in [(1, .8), (0, .9), (1, .7), (.5, 1.)] * 5]
-    score, half = evaluation.bootstrap_score_ci(records, samples=200)
+    score, half = evaluation.score_and_ci(records, samples=200)
     assert score == pytest.approx(evaluation.harmonic_mean([100, 62.5, 85]))
     assert 0 < half < 30
-    constant = evaluation.bootstrap_score_ci([{"ES": 1, "PS": 1, "NS": 1}] * 5, samples=50)
+    constant = evaluation.score_and_ci([{"ES": 1, "PS": 1, "NS": 1}] * 5, samples=50)
     assert constant == (100.0, 0.0)
 
 
@@ -90,7 +91,7 @@ def test_paired_difference_cancels_record_difficulty():
     first = [{"ES": 1.0, "PS": float(h > .3), "NS": float(h > .2)} for h in hard]
     second = [{"ES": 1.0, "PS": float(h > .5), "NS": float(h > .2)} for h in hard]
     value, low, high = evaluation.paired_difference(first, second, "S", samples=300)
-    scores = [evaluation.bootstrap_score_ci(x, samples=10)[0] for x in (first, second)]
+    scores = [evaluation.score_and_ci(x, samples=10)[0] for x in (first, second)]
     assert value == pytest.approx(scores[0] - scores[1]) and 0 < low <= value <= high
     assert evaluation.paired_difference(first, second, "NS", samples=50) == (0.0, 0.0, 0.0)
     swapped = evaluation.paired_difference(second, first, "S", samples=300)
@@ -121,7 +122,7 @@ def test_tfidf_similarity():
 
 def test_greedy_generation_with_cache_matches_recomputation(tiny_mt):
     prompts = ["The Space Needle is", "Michael Jordan plays the sport of"]
-    texts = fluency.generate_texts(tiny_mt, prompts, max_new_tokens=4, top_k=1)
+    texts = romelib.generate(tiny_mt, prompts, max_new_tokens=4)            # greedy
     for prompt, text in zip(prompts, texts):
         ids = romelib.encode(tiny_mt, prompt)
         new = []
@@ -141,11 +142,14 @@ def gpt2_tiny():
 
 
 def test_sampling_is_reproducible(gpt2_tiny):
-    a = fluency.generate_texts(gpt2_tiny, ["Rome is"] * 3, max_new_tokens=5, seed=4)
-    b = fluency.generate_texts(gpt2_tiny, ["Rome is"] * 3, max_new_tokens=5, seed=4)
+    a = romelib.generate(gpt2_tiny, ["Rome is"] * 3, max_new_tokens=5, top_k=5, seed=4)
+    b = romelib.generate(gpt2_tiny, ["Rome is"] * 3, max_new_tokens=5, top_k=5, seed=4)
     assert a == b and all(t.startswith("Rome is") for t in a)
+    state = torch.random.get_rng_state()
+    romelib.generate(gpt2_tiny, ["Rome is"], max_new_tokens=3, top_k=5, seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())          # the caller's state is kept
     with pytest.raises(ValueError, match="top_k"):
-        fluency.generate_texts(gpt2_tiny, ["Rome is"], top_k=0)
+        romelib.generate(gpt2_tiny, ["Rome is"], top_k=0)
 
 
 def test_evaluate_counterfact_restores_the_model(gpt2_tiny):
@@ -172,7 +176,7 @@ def test_generation_metrics(gpt2_tiny):
 
 
 def test_table_run_resumes_and_refuses_mixed_settings(gpt2_tiny, tmp_path, monkeypatch):
-    from romelib import table4
+    from romelib.experiments import table4
 
     def settings(lr):
         return lambda mt, name: {"none": (None, None),
@@ -182,7 +186,7 @@ def test_table_run_resumes_and_refuses_mixed_settings(gpt2_tiny, tmp_path, monke
     records = [RECORD, {**RECORD, "case_id": 8}, {**RECORD, "case_id": 9}]
     table4.run(gpt2_tiny, records[:1], tmp_path, methods=("none", "ft"), progress=False)
     table4.run(gpt2_tiny, records, tmp_path, methods=("none", "ft"), progress=False, from_end=True)
-    assert [r["case_id"] for r in table4.read_jsonl(tmp_path / "ft.jsonl")] == [7, 9, 8]
+    assert [r["case_id"] for r in results.read_jsonl(tmp_path / "ft.jsonl")] == [7, 9, 8]
     table = table4.summarize_folder(tmp_path, ("none", "ft"))
     assert table["ft"]["records"] == table["none"]["records"] == 3
     text = table4.markdown(table)
@@ -193,7 +197,7 @@ def test_table_run_resumes_and_refuses_mixed_settings(gpt2_tiny, tmp_path, monke
 
 
 def test_table_comparisons_pair_records_by_case_id(tmp_path):
-    from romelib import table4
+    from romelib.experiments import table4
 
     ns = {"none": {1: .8, 2: .6, 3: 1.0}, "rome": {3: .9, 1: .6, 2: .6, 4: 0.0}}  # 4: unfinished
     for method, values in ns.items():
@@ -227,7 +231,7 @@ def synthetic_sweep(score_of):
 
 
 def test_tracing_vs_editing_statistics():
-    from romelib import where_to_edit
+    from romelib.experiments import where_to_edit
 
     rows, traces = synthetic_sweep(lambda effect, layer, rng: effect)
     exact = where_to_edit.tracing_vs_editing(rows, traces, samples=50, normalize=False)
@@ -249,13 +253,13 @@ def test_tracing_vs_editing_statistics():
 
 
 def test_rewrite_score():
-    from romelib.where_to_edit import rewrite_score
+    from romelib.experiments.where_to_edit import rewrite_score
     assert rewrite_score(0.1, 0.82) == pytest.approx(0.8)
     assert rewrite_score(0.2, 0.2) == 0.0 and rewrite_score(0.5, 1.0) == 1.0
 
 
 def test_partial_sweeps_are_summarised(tmp_path):
-    from romelib import where_to_edit
+    from romelib.experiments import where_to_edit
     from romelib.results import append_jsonl
 
     rows, traces = synthetic_sweep(lambda effect, layer, rng: effect)
@@ -276,13 +280,13 @@ def test_partial_sweeps_are_summarised(tmp_path):
 
 
 def test_table_summary_of_a_stopped_run(gpt2_tiny, tmp_path, monkeypatch):
-    from romelib import table4
+    from romelib.experiments import table4
 
     monkeypatch.setattr(table4, "method_and_hparams", lambda mt, name: (None, None))
-    monkeypatch.setattr(table4, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(table4, "results_folder", lambda name: tmp_path / f"table4_{name}")
     monkeypatch.setattr(table4, "select_records", lambda source, n: [RECORD, {**RECORD, "case_id": 8}])
     folder = tmp_path / "table4_demo"
-    with pytest.raises(FileNotFoundError, match="romelib.table4"):
+    with pytest.raises(FileNotFoundError, match="romelib.experiments.table4"):
         table4.summarize_folder(folder, ("none",))
     table4.run(gpt2_tiny, [RECORD], folder, methods=("none",), progress=False)  # stopped after 1 of 2
     (folder / "settings.json").write_text('{"model": "tiny"}')

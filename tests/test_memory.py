@@ -2,8 +2,14 @@
 import pytest
 import torch
 
-from romelib.memory import (constrained_least_squares, fit_memory, insert_pair, key_second_moment,
-                            rank_one_update, update_direction)
+from romelib.editing.memory import (
+    constrained_least_squares,
+    fit_memory,
+    insert_pair,
+    key_second_moment,
+    rank_one_update,
+    update_direction,
+)
 
 
 @pytest.fixture

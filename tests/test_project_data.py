@@ -3,7 +3,7 @@
 Schema checks (fields, templates, subjects found by the real tokenizer, sizes, unique
 ids, no overlap with the reference data sets) and the model checks that the files were
 built to pass (the default model knows most facts and prefers the true targets).
-The helpers of romelib.factcheck are tested on tiny random models.
+The helpers of romelib.experiments.factcheck are tested on tiny random models.
 """
 from __future__ import annotations
 
@@ -14,10 +14,27 @@ import pytest
 import torch
 
 import romelib
-from romelib.editing import EditRequest
-from romelib.factcheck import (KnownFactsReport, check_counterfact_cases, check_known_facts,
-                               format_report, greedy_continuations, load_counterfact_cases,
-                               load_known_facts, prefers_first, top1_matches, write_predictions)
+from romelib.datasets.counterfact import load_counterfact
+from romelib.datasets.facts import load_fact_records
+from romelib.editing.request import EditRequest
+from romelib.evaluation.factcheck import (
+    KnownFactsReport,
+    check_counterfact_cases,
+    check_known_facts,
+    format_report,
+    greedy_continuations,
+    prefers_first,
+    top1_matches,
+)
+from romelib.experiments.factcheck import write_predictions
+
+
+def load_known_facts(path="project"):
+    return load_fact_records(path)
+
+
+def load_counterfact_cases(path="project"):
+    return load_counterfact(path)
 
 KNOWN_FIELDS = {"known_id", "subject", "attribute", "template", "prediction", "prompt", "relation_id"}
 CASE_FIELDS = {"case_id", "requested_rewrite", "paraphrase_prompts", "neighborhood_prompts",
@@ -76,7 +93,7 @@ def test_known_fact_subjects_found_by_tokenizer(default_mt, facts):
 
 
 def test_default_model_knows_most_facts(default_mt, facts):
-    sample = facts[::2]  # half keeps the test fast; `python -m romelib.factcheck` checks all
+    sample = facts[::2]  # half keeps the test fast; `python -m romelib.experiments.factcheck` checks all
     known = top1_matches(default_mt, [f["prompt"] for f in sample], [f["attribute"] for f in sample])
     assert sum(known) / len(known) >= 0.7
     assert not all(known), "keep some facts the model gets wrong"
@@ -141,7 +158,7 @@ def test_default_model_prefers_true_targets(default_mt, cases):
 
 
 def test_default_model_gets_neighbourhoods_mostly_right(default_mt, cases):
-    sample = cases[::16]  # a sample keeps the test fast; `python -m romelib.factcheck` checks all
+    sample = cases[::16]  # a sample keeps the test fast; `python -m romelib.experiments.factcheck` checks all
     prompts = sum((c["neighborhood_prompts"] for c in sample), [])
     true = sum(([c["requested_rewrite"]["target_true"]["str"]] * 10 for c in sample), [])
     new = sum(([c["requested_rewrite"]["target_new"]["str"]] * 10 for c in sample), [])
@@ -174,7 +191,7 @@ def test_no_subject_overlap_with_reference_data(shared_data, facts, cases):
     assert not ours & reference, sorted(ours & reference)
 
 
-# --- romelib.factcheck on tiny models --------------------------------------------------------
+# --- romelib.experiments.factcheck on tiny models --------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_gemma():
@@ -246,7 +263,7 @@ def test_bad_records_say_what_is_missing(tiny_gemma):
 
 
 def test_missing_file_says_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="No fact file"):
         load_known_facts(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text('{"a": 1}')
     with pytest.raises(ValueError, match="JSON list"):

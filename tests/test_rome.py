@@ -1,32 +1,21 @@
 """ROME: k*, v*, the rank-one update and its properties, on tiny models of every architecture
 and once on the real default model."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 import romelib
-from romelib.editing import EditRequest
-from romelib.hparams import load_hparams
-from romelib.memory import update_direction
-from romelib.rome import ROMEHyperParams, compute_keys, compute_value
-from romelib.rome_batch import prompt_rows, split_rows
-from romelib.stats import key_statistics
-from romelib.texts import context_prefixes
-from romelib.tokens import pad_batch
-
 from conftest import private_corpus
+from romelib.core.hparams import load_hparams
+from romelib.core.tokens import pad_batch
+from romelib.editing.context_prefixes import context_prefixes
+from romelib.editing.key_statistics import key_statistics
+from romelib.editing.memory import update_direction
+from romelib.editing.request import EditRequest
+from romelib.editing.rome import ROMEHyperParams, compute_keys, compute_value
+from romelib.editing.rome_reference import compute_rome_reference, reference_keys, reference_value
+from romelib.editing.value_batch import prompt_rows, split_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 REQUEST = EditRequest("{} plays the sport of", "Michael Jordan", "guitar", "basketball")
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_rome", ROOT / "benchmarks" / "bench_rome.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +51,45 @@ def test_update_maps_k_star_to_v_star_with_a_rank_one_change(tiny_mt, corpus_fil
                                atol=1e-5 * float(before.norm() * other.norm()), rtol=0)
 
 
-def test_fast_value_optimisation_matches_the_straightforward_one(tiny_mt, corpus_file):
-    bench = load_benchmark()
-    hparams = tiny_hparams(corpus_file, layer=2, v_num_grad_steps=4)
+@pytest.mark.parametrize("kl_token", ["fact", "last"])
+def test_fast_value_optimisation_matches_the_authors_algorithm(tiny_mt, corpus_file, kl_token):
+    hparams = tiny_hparams(corpus_file, layer=2, v_num_grad_steps=4, kl_token=kl_token,
+                           kl_factor=1.0)
     request = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "Seattle tower", "French")
     prefixes = context_prefixes(tiny_mt, hparams.context_lengths, hparams.contexts_per_length)
     fast = compute_value(tiny_mt, request, hparams, prefixes)
-    slow_delta, slow_losses = bench.straightforward_value(tiny_mt, request, hparams, prefixes)
-    for mine, theirs in zip(fast.losses, slow_losses, strict=True):
+    slow = reference_value(tiny_mt, request, hparams, prefixes)
+    for mine, theirs in zip(fast.losses, slow.losses, strict=True):
         assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4, abs=1e-5)
-    torch.testing.assert_close(fast.delta, slow_delta, rtol=1e-3, atol=1e-4)
+        assert mine["kl"] == pytest.approx(theirs["kl"], rel=1e-3, abs=1e-6)
+    torch.testing.assert_close(fast.delta, slow.delta, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(compute_keys(tiny_mt, request, hparams, prefixes),
-                               bench.straightforward_keys(tiny_mt, request, hparams, prefixes))
+                               reference_keys(tiny_mt, request, hparams, prefixes))
+
+
+def test_kl_token_choice_changes_the_kl_term(corpus_file):
+    """The two KL positions are different measurements once delta moves (not a no-op option)."""
+    from conftest import make_tiny_model
+
+    mt = make_tiny_model("llama")
+    request = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "Seattle tower", "French")
+    prefixes = context_prefixes(mt, (3,), 2)
+    kls = {token: compute_value(mt, request, tiny_hparams(corpus_file, kl_token=token,
+                                                          kl_factor=1.0), prefixes).losses[2]["kl"]
+           for token in ("fact", "last")}
+    assert kls["fact"] > 0 and kls["last"] > 0 and kls["fact"] != pytest.approx(kls["last"])
+
+
+def test_whole_edit_matches_the_authors_algorithm(corpus_file):
+    from conftest import make_tiny_model
+
+    mt = make_tiny_model("gemma3_text")
+    hparams = tiny_hparams(corpus_file, layer=2, v_num_grad_steps=5)
+    fast = romelib.compute_rome(mt, REQUEST, hparams)
+    slow = compute_rome_reference(mt, REQUEST, hparams)
+    (name, change), = fast.deltas.items()
+    torch.testing.assert_close(change.float(), slow.deltas[name].float(),
+                               rtol=2e-3, atol=2e-4 * float(change.abs().max()))
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "gemma3_text"])

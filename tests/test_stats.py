@@ -5,13 +5,12 @@ import pytest
 import torch
 
 import romelib
-from romelib import stats
-from romelib.rome import ROMEHyperParams
-from romelib.hparams import load_hparams
-from romelib.texts import (SourceUnavailable, detokenize_wikitext, special_prefix, text_source,
-                           wikitext_articles)
-
 from conftest import make_tiny_model, private_corpus
+from romelib.core.hparams import load_hparams
+from romelib.core.tokens import special_prefix
+from romelib.datasets.corpora import SourceUnavailable, detokenize_wikitext, text_source, wikitext_articles
+from romelib.editing import key_statistics as stats
+from romelib.editing.rome import ROMEHyperParams
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +131,12 @@ def test_the_shipped_statistics_load_for_the_default_model(default_mt, monkeypat
 
 
 def test_context_prefixes_are_generated_once_then_read_from_disk(corpus, monkeypatch):
-    from romelib import texts
+    from romelib.editing import context_prefixes as texts
 
     mt = make_tiny_model("llama")
     prefixes = texts.context_prefixes(mt, lengths=(2, 4), per_length=3)
     assert len(prefixes) == 7 and prefixes[0] == "" and all(p.endswith(". ") for p in prefixes[1:])
     special = [t for t in mt.tokenizer.all_special_tokens if t]
     assert not any(s in p for s in special for p in prefixes)         # plain text only
-    monkeypatch.setattr(texts, "generate_texts", lambda *a, **k: pytest.fail("regenerated"))
+    monkeypatch.setattr(texts, "generate", lambda *a, **k: pytest.fail("regenerated"))
     assert texts.context_prefixes(mt, lengths=(2, 4), per_length=3) == prefixes

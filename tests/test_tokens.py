@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import romelib
-from romelib.tokens import continuation_text
+from romelib.core.tokens import continuation_text
 
 
 def test_predict_matches_plain_forward(tiny_mt):
@@ -29,7 +29,7 @@ def test_left_padding_does_not_change_predictions(tiny_mt):
 
 def test_target_log_probs_equal_teacher_forcing(tiny_mt):
     prompt, target = "Bob works in the", "Empire State Building"
-    prompt_ids, target_ids = romelib.tokens.target_tokens(tiny_mt, prompt, target)
+    prompt_ids, target_ids = romelib.target_tokens(tiny_mt, prompt, target)
     ids = torch.tensor([prompt_ids + target_ids])
     with torch.no_grad():
         log_probs = tiny_mt.model(input_ids=ids).logits[0].log_softmax(-1)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import romelib
-from romelib.corruption import Corruption, corrupt_embeddings
-from romelib.hooks import hooks
-from romelib.restore import make_jobs, record_runs, run_jobs
-from romelib.tracing import restored_probability, window_layers
+from romelib.core.hooks import hooks
+from romelib.tracing.corruption import Corruption, corrupt_embeddings
+from romelib.tracing.fast import make_jobs, record_runs, run_jobs
+from romelib.tracing.reference import restored_probability, window_layers
 
 PROMPT = "The Space Needle is located in the city of Seattle"
 SUBJECT = "Space Needle"
@@ -113,11 +113,11 @@ def test_fixed_seed_gives_identical_results(tiny_mt):
 def test_result_fields_and_settings(arch):
     from conftest import make_tiny_model
     mt = make_tiny_model(arch)
-    result = romelib.trace(mt, PROMPT, SUBJECT, "mlp", samples=2, window=2, target="Seattle",
+    result = romelib.trace(mt, PROMPT, SUBJECT, kind="mlp", samples=2, window=2, target="Seattle",
                            corruption="uniform", noise=2.0, positions=[-1, -2])
     assert result.kind == "mlp" and result.settings["corruption"] == "uniform"
     assert result.settings["window"] == 2 and result.settings["samples"] == 2
-    assert result.target_id == romelib.tokens.target_tokens(mt, PROMPT, "Seattle")[1][0]
+    assert result.target_id == romelib.target_tokens(mt, PROMPT, "Seattle")[1][0]
     assert torch.isnan(result.scores[0]).all() and not torch.isnan(result.scores[-1]).any()
     restored = romelib.TraceResult.from_dict(result.to_dict())
     assert torch.allclose(restored.scores, result.scores, equal_nan=True, atol=1e-6)
@@ -165,9 +165,9 @@ def test_default_model_shows_the_paper_pattern(default_mt):
     prompt, subject = "The Space Needle is located in the city of", "Space Needle"
     last_subject = romelib.find_subject_range(default_mt, prompt, subject)[1] - 1
     options = dict(samples=3, positions=[last_subject, -1])
-    hidden = romelib.trace(default_mt, prompt, subject, "hidden", **options).indirect_effects
-    mlp = romelib.trace(default_mt, prompt, subject, "mlp", **options).indirect_effects
-    attn = romelib.trace(default_mt, prompt, subject, "attn", **options).indirect_effects
+    hidden = romelib.trace(default_mt, prompt, subject, kind="hidden", **options).indirect_effects
+    mlp = romelib.trace(default_mt, prompt, subject, kind="mlp", **options).indirect_effects
+    attn = romelib.trace(default_mt, prompt, subject, kind="attn", **options).indirect_effects
     layers = default_mt.num_layers
     assert hidden[last_subject].argmax() < 2 * layers // 3
     late = slice(2 * layers // 3, layers)

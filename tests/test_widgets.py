@@ -13,7 +13,7 @@ def explorer():
     import matplotlib
     matplotlib.use("Agg")
     from conftest import make_tiny_model
-    from romelib.widgets import Explorer
+    from romelib.plots.widgets import Explorer
     return Explorer(make_tiny_model("llama"), facts=FACTS, samples=2)
 
 
@@ -24,19 +24,19 @@ def test_first_render_draws_a_figure(explorer):
 
 
 def test_moving_the_layer_redraws_without_recomputing(explorer):
-    before, renders, cached = explorer.image.value, explorer.renders, len(explorer._cache)
+    before, renders, cached = explorer.image.value, explorer.renders, explorer.traces_computed
     explorer.layer.value = (explorer.layer.value + 1) % explorer.mt.num_layers
     assert explorer.renders == renders + 1
     assert explorer.image.value != before
-    assert len(explorer._cache) == cached
+    assert explorer.traces_computed == cached
 
 
 @pytest.mark.parametrize("control,value", [("kind", "mlp"), ("samples", 1), ("noise", 5.0),
                                            ("corruption", "uniform")])
 def test_each_control_recomputes(explorer, control, value):
-    before, cached = explorer.image.value, len(explorer._cache)
+    before, cached = explorer.image.value, explorer.traces_computed
     getattr(explorer, control).value = value
-    assert len(explorer._cache) == cached + 1
+    assert explorer.traces_computed == cached + 1
     assert explorer.image.value != before and explorer.message.value == ""
 
 
@@ -58,7 +58,7 @@ def test_bad_input_becomes_a_message(explorer):
 
 
 def test_busy_indicator_is_shown_while_computing(explorer, monkeypatch):
-    from romelib import widgets
+    from romelib.plots import widgets
     seen = []
     original = widgets.trace
 

@@ -1,0 +1,164 @@
+"""Text corpora: general English text for key statistics and TF-IDF, by name.
+
+Usage::
+
+    source = text_source("wikitext-2")              # reference data, else the hub
+    next(iter(source.documents()))[:60]             # 'Homarus gammarus\\n\\nHomarus gammarus, known as ...'
+    wikitext_paragraphs()                           # for TF-IDF (fluency metrics)
+
+Sources: ``"wikitext-2"`` (WikiText-2 raw valid+test, from the shared data folder or,
+when the Hugging Face hub is reachable, through ``datasets``), ``"wikipedia"``
+(``datasets``, hub only), ``"generated"`` (text the model samples itself) and
+``"file:PATH[,PATH...]"`` for local text files.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.generation import generate
+from ..paths import shared_data_dir
+
+log = logging.getLogger(__name__)
+
+
+class SourceUnavailable(RuntimeError):
+    """The requested text is not on this machine and cannot be fetched."""
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A named corpus; ``documents()`` starts a fresh iterator over its texts each call."""
+
+    name: str
+    description: str
+    documents: Callable[[], Iterator[str]]
+
+
+_DETOKENIZE = [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" , ", ", "), (" . ", ". "),
+               (" ; ", "; "), (" : ", ": "), (" 's", "'s"), ("( ", "("), (" )", ")"),
+               (" n't", "n't"), (" ' ", "' ")]
+
+
+def detokenize_wikitext(line: str) -> str:
+    """Undo WikiText's spaced punctuation. Usage: ``detokenize_wikitext("a @-@ b , c")`` -> ``"a-b, c"``."""
+    for spaced, plain in _DETOKENIZE:
+        line = line.replace(spaced, plain)
+    return line.strip()
+
+
+def wikitext_articles(lines: Iterator[str]) -> Iterator[str]:
+    """Group raw WikiText lines into articles (split at top-level ``= Title =`` lines).
+
+    Usage: ``articles = wikitext_articles(open("wiki.valid.raw"))``.
+    """
+    article: list[str] = []
+    for line in lines:
+        heading = re.fullmatch(r"\s*((?:=\s*)+?)([^=\s].*?)\s*[=\s]*=\s*", line)
+        if heading and heading.group(1).count("=") == 1 and article:
+            yield "\n\n".join(article)
+            article = []
+        text = heading.group(2) if heading else detokenize_wikitext(line)
+        if text:
+            article.append(text)
+    if article:
+        yield "\n\n".join(article)
+
+
+def _local_wikitext() -> TextSource | None:
+    files = [shared_data_dir() / "text" / f"wiki.{split}.raw" for split in ("valid", "test")]
+    if not all(f.is_file() for f in files):
+        return None
+
+    def documents():
+        for path in files:
+            with open(path, encoding="utf-8") as handle:
+                yield from wikitext_articles(handle)
+    return TextSource("wikitext-2", "WikiText-2 raw valid+test (shared data: text/wiki.valid.raw, "
+                      "text/wiki.test.raw)", documents)   # no machine-specific path in file headers
+
+
+def _hub_source(name: str, path: str, config: str, splits: Sequence[str]) -> TextSource:
+    try:
+        import datasets
+    except ImportError:
+        raise SourceUnavailable(f"{name}: the `datasets` library is not installed "
+                                "(pip install datasets) and no local copy exists") from None
+
+    def documents():
+        for split in splits:
+            rows = datasets.load_dataset(path, config, split=split, streaming=True)
+            lines = (row["text"] for row in rows)
+            yield from (wikitext_articles(lines) if name == "wikitext-2" else lines)
+    try:
+        next(iter(documents()))
+    except Exception as error:  # no network, no hub, dataset moved: all mean "unavailable"
+        raise SourceUnavailable(f"{name}: could not reach the Hugging Face hub ({error})") from None
+    return TextSource(name, f"{path} {config} {'+'.join(splits)} via datasets", documents)
+
+
+def _files_source(spec: str) -> TextSource:
+    paths = [Path(p).expanduser() for p in spec.split(",") if p]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing or not paths:
+        raise SourceUnavailable(f"file source: no such file(s) {missing or spec!r}")
+
+    def documents():
+        for path in paths:
+            yield from (p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip())
+    names = "+".join(p.name for p in paths)
+    return TextSource(f"files-{names}", f"local files {', '.join(map(str, paths))}", documents)
+
+
+def _generated_source(mt, seed: int = 0, length: int = 128, batch: int = 16) -> TextSource:
+    def documents():
+        for round_ in range(10**6):
+            yield from generate(mt, [""] * batch, length, top_k=50, seed=seed + round_,
+                                suppress_special=True, include_prompt=False)
+    return TextSource("generated", f"text sampled from {mt.name} itself (top-k 50, seed {seed})",
+                      documents)
+
+
+def text_source(name: str = "wikitext-2", mt=None, fallback: bool = False) -> TextSource:
+    """A corpus by name: ``"wikitext-2"``, ``"wikipedia"``, ``"generated"`` or ``"file:a.txt,b.txt"``.
+
+    Usage: ``text_source("wikitext-2")``; with ``fallback=True`` an unavailable corpus is
+    replaced by text the model ``mt`` generates, with a warning.
+    """
+    try:
+        if name == "wikitext-2":
+            return _local_wikitext() or _hub_source(name, "Salesforce/wikitext",
+                                                    "wikitext-2-raw-v1", ["validation", "test"])
+        if name == "wikipedia":
+            return _hub_source(name, "wikimedia/wikipedia", "20231101.en", ["train"])
+        if name.startswith("file:"):
+            return _files_source(name[len("file:"):])
+        if name != "generated":
+            raise ValueError(f"Unknown text source {name!r}; use 'wikitext-2', 'wikipedia', "
+                             "'generated' or 'file:PATH[,PATH...]'.")
+    except SourceUnavailable as problem:
+        if not fallback or mt is None:
+            raise
+        log.warning("%s; using text generated by the model instead.", problem)
+    if mt is None:
+        raise ValueError("The 'generated' text source needs the model: text_source(name, mt=mt).")
+    return _generated_source(mt)
+
+
+
+
+def wikitext_paragraphs() -> list[str]:
+    """Paragraphs of WikiText-2 (validation + test) from the shared data, [] when absent.
+
+    Usage: ``Tfidf.fit(wikitext_paragraphs(), source="wikitext-2")``.
+    """
+    folder = shared_data_dir() / "text"
+    paragraphs = []
+    for name in ("wiki.valid.raw", "wiki.test.raw"):
+        if (folder / name).exists():
+            lines = (folder / name).read_text(encoding="utf-8").split("\n")
+            paragraphs += [p.strip() for p in lines if p.strip() and not p.strip().startswith("=")]
+    return paragraphs

@@ -1,0 +1,266 @@
+"""Key statistics: the uncentred second moment C = E[k k^T] of the inputs of the MLP matrix
+that ROME rewrites, estimated from text, cached on disk with checked metadata.
+
+Usage::
+
+    stats = romelib.key_statistics(mt, layer=6)       # shipped, cached, or computed now
+    stats.mom2.shape                                   # (d_mlp, d_mlp)
+    stats.count                                        # tokens it was estimated from
+
+From the shell, to regenerate the shipped file (or fill the user cache for other layers)::
+
+    python -m romelib.experiments.key_statistics --layers 5 --max-tokens 100000 --out data/stats
+
+Text sources (``source=``): ``"wikitext-2"`` (WikiText-2 valid+test, from the reference
+data folder or, when the Hugging Face hub is reachable, through the ``datasets`` library),
+``"wikipedia"`` (``datasets``, hub only), ``"generated"`` (text the model samples itself,
+used when nothing else is available) and ``"file:PATH[,PATH...]"`` for local text files.
+The forward pass stops at the highest layer needed: the unembedding is never computed.
+
+Files are safetensors with a JSON header (format, model, layer, source, token cap, token
+count, a probe of the weights that produce the keys, and a SHA-256 of the matrix).  A file
+whose header does not match, or whose contents do not hash to the header, is recomputed,
+never trusted.  Lookup order: the shipped ``data/stats/`` folder, then the user cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from ..core.hooks import hooks
+from ..core.tokens import pad_batch, special_prefix
+from ..datasets.corpora import TextSource, text_source
+from ..paths import cache_dir, project_data
+
+log = logging.getLogger(__name__)
+
+STATS_FORMAT = 1
+GENERATED_MAX_TOKENS = 50_000  # default cap when the model has to write its own text
+
+
+@dataclass
+class KeyStatistics:
+    """``mom2`` = E[k k^T] over ``count`` text tokens, keys taken at the input of mlp_proj."""
+
+    mom2: torch.Tensor      # (d_mlp, d_mlp), float32
+    count: int
+    metadata: dict
+
+    def __repr__(self) -> str:
+        return (f"KeyStatistics(layer={self.metadata.get('layer')}, {self.count:,} tokens of "
+                f"{self.metadata.get('source')!r}, d={self.mom2.shape[0]})")
+
+
+def token_windows(mt, documents: Iterator[str], window: int,
+                  max_tokens: int | None) -> Iterator[list[int]]:
+    """Pack documents (separated by a blank line) into windows of ``window`` text tokens.
+
+    Usage: ``for ids in token_windows(mt, docs, 256, 100_000): ...``; each window starts
+    with the model's special prefix (``<bos>``) when its tokenizer adds one.
+    """
+    prefix, buffer, produced = special_prefix(mt), [], 0
+    for document in documents:
+        buffer += mt.tokenizer(document + "\n\n", add_special_tokens=False)["input_ids"]
+        while len(buffer) >= window:
+            take = window if max_tokens is None else min(window, max_tokens - produced)
+            yield prefix + buffer[:take]
+            buffer, produced = buffer[take:], produced + take
+            if max_tokens is not None and produced >= max_tokens:
+                return
+    if buffer:
+        take = len(buffer) if max_tokens is None else min(len(buffer), max_tokens - produced)
+        if take > 0:
+            yield prefix + buffer[:take]
+
+
+def _batches(windows: Iterator[list[int]], batch_size: int) -> Iterator[list[list[int]]]:
+    batch = []
+    for ids in windows:
+        batch.append(ids)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def collect_key_statistics(mt, layers: Sequence[int], documents: Iterator[str], *,
+                           max_tokens: int | None = None, window: int = 256,
+                           batch_size: int = 8, progress: bool = True) -> dict[int, tuple]:
+    """Sum of k k^T and token count at each layer's mlp_proj input, in one pass over text.
+
+    Usage: ``sums = collect_key_statistics(mt, [4, 6], source.documents())``;
+    ``sums[6]`` is ``(sum_kkT float64 (d_mlp, d_mlp), count)``.  Special tokens (``<bos>``)
+    and padding are left out; the forward pass stops after the highest layer.
+    """
+    layers = sorted({mt.check_layer(layer, "layers") for layer in layers})
+    names = [f"mlp_proj.{layer}" for layer in layers]
+    n_special = len(special_prefix(mt))
+    sums: dict[int, torch.Tensor] = {}
+    count = 0
+    bar = tqdm(total=max_tokens, unit="tok", desc="key statistics", disable=not progress)
+    for batch in _batches(token_windows(mt, documents, window, max_tokens), batch_size):
+        inputs = pad_batch(mt, batch)
+        keep = inputs["attention_mask"].bool()                      # (batch, position)
+        for row, ids in enumerate(batch):                           # drop <bos>
+            keep[row, keep.shape[1] - len(ids):][:n_special] = False
+        with hooks(mt, names, retain_input=True, retain_output=False, stop=True) as acts:
+            mt.model(**inputs, use_cache=False)
+        for layer, name in zip(layers, names):
+            keys = acts[name].input[keep].float()                  # (tokens, d_mlp)
+            product = (keys.T @ keys).double()
+            sums[layer] = product if layer not in sums else sums[layer] + product
+        added = int(keep.sum())
+        count += added
+        bar.update(added)
+    bar.close()
+    if count == 0:
+        raise ValueError("The text source gave no tokens; check that its files are not empty.")
+    return {layer: (sums[layer], count) for layer in layers}
+
+
+def weights_probe(mt, layer: int) -> list[float]:
+    """Norms of every weight the keys at ``layer`` depend on (embedding, blocks 0..layer).
+
+    Usage: ``weights_probe(mt, 6)``; compared with a tolerance, so that the same model
+    dequantised on another machine still matches while a different model does not.
+    The rewritten matrix itself is left out: edits at this layer do not change its keys.
+    """
+    rewritten = mt.module_name("mlp_proj", layer) + ".weight"
+    blocks = [f"{mt.arch.blocks}.{i}." for i in range(layer + 1)]
+    probe = [float(mt.module("embed").weight.float().norm())]
+    for name, param in mt.model.named_parameters():
+        if name != rewritten and any(name.startswith(b) for b in blocks):
+            probe.append(float(param.float().norm()))
+    return probe
+
+
+def _file_name(mt, layer: int, source: str, max_tokens: int | None) -> str:
+    safe_source = re.sub(r"[^A-Za-z0-9_.-]+", "_", source)
+    return f"mlp_proj_in.layer{layer:02d}.{safe_source}.{max_tokens or 'all'}.safetensors"
+
+
+def statistics_paths(mt, layer: int, source: str, max_tokens: int | None) -> list[Path]:
+    """Where statistics are looked for: the shipped data folder, then the user cache.
+
+    Usage: ``statistics_paths(mt, 6, "wikitext-2", None)``.
+    """
+    name = _file_name(mt, layer, source, max_tokens)
+    model = Path(mt.name).name
+    return [project_data("stats", model, name), cache_dir() / "stats" / model / name]
+
+
+def expected_metadata(mt, layer: int, source: str, max_tokens: int | None) -> dict:
+    """The header a statistics file for this model, layer and source must carry."""
+    return {"format": STATS_FORMAT, "model": Path(mt.name).name, "layer": layer,
+            "component": "mlp_proj input", "source": source, "max_tokens": max_tokens,
+            "d_mlp": mt.mlp_proj_weight(layer).shape[1]}
+
+
+def save_statistics(path: Path, stats: KeyStatistics) -> None:
+    """Usage: ``save_statistics(path, stats)``; written to a temporary name, then renamed."""
+    mom2 = stats.mom2.detach().to(torch.float32).cpu().contiguous()
+    metadata = {**stats.metadata, "count": stats.count,
+                "sha256": hashlib.sha256(mom2.numpy().tobytes()).hexdigest()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file({"mom2": mom2}, str(partial), metadata={"romelib": json.dumps(metadata)})
+    partial.chmod(0o644)
+    partial.replace(path)
+
+
+def load_statistics(path: Path, expected: dict, probe: list[float] | None = None) -> KeyStatistics:
+    """Load a statistics file, raising ``ValueError`` if it is stale or damaged.
+
+    Usage: ``load_statistics(path, expected_metadata(mt, 6, "wikitext-2", None), weights_probe(mt, 6))``.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = json.loads(handle.metadata()["romelib"])
+            mom2 = handle.get_tensor("mom2")
+    except Exception as error:  # safetensors raises several types for a damaged file
+        raise ValueError(f"{path} cannot be read ({error})") from None
+    for key, value in expected.items():
+        if metadata.get(key) != value:
+            raise ValueError(f"{path}: {key} is {metadata.get(key)!r}, expected {value!r}")
+    if hashlib.sha256(mom2.numpy().tobytes()).hexdigest() != metadata.get("sha256"):
+        raise ValueError(f"{path}: the matrix does not match its checksum (damaged file)")
+    d = expected["d_mlp"]
+    if mom2.shape != (d, d) or not int(metadata.get("count", 0)) > 0:
+        raise ValueError(f"{path}: shape {tuple(mom2.shape)} or token count is wrong")
+    if probe is not None:
+        saved = metadata.get("weights_probe", [])
+        close = len(saved) == len(probe) and all(
+            abs(a - b) <= 1e-4 * max(abs(a), abs(b), 1e-8) for a, b in zip(saved, probe))
+        if not close:
+            raise ValueError(f"{path}: computed for different weights than this model's")
+    return KeyStatistics(mom2=mom2, count=int(metadata["count"]), metadata=metadata)
+
+
+def compute_statistics(mt, layers: Sequence[int], source: TextSource, *,
+                       max_tokens: int | None = None, save_dir: Path | None = None,
+                       progress: bool = True, **options) -> dict[int, KeyStatistics]:
+    """Compute statistics for several layers in one pass and save each to the user cache.
+
+    Usage: ``compute_statistics(mt, range(mt.num_layers), text_source("wikitext-2"))``.
+    ``save_dir`` replaces the cache folder (``data/stats`` for the shipped files).
+    """
+    if max_tokens is None and source.name == "generated":
+        max_tokens = GENERATED_MAX_TOKENS
+    sums = collect_key_statistics(mt, layers, source.documents(), max_tokens=max_tokens,
+                                  progress=progress, **options)
+    result = {}
+    for layer, (total, count) in sums.items():
+        metadata = {**expected_metadata(mt, layer, source.name, max_tokens),
+                    "description": source.description, "weights_probe": weights_probe(mt, layer)}
+        stats = KeyStatistics(mom2=(total / count).float(), count=count, metadata=metadata)
+        path = statistics_paths(mt, layer, source.name, max_tokens)[1]
+        save_statistics(path if save_dir is None else
+                        Path(save_dir) / Path(mt.name).name / path.name, stats)
+        result[layer] = stats
+    return result
+
+
+def key_statistics(mt, layer: int, source: str = "wikitext-2", max_tokens: int | None = None,
+                   *, progress: bool = True, recompute: bool = False) -> KeyStatistics:
+    """E[k k^T] at ``layer``: from the shipped files or the cache when valid, else computed.
+
+    Usage: ``C = key_statistics(mt, 6).mom2``.  When ``source`` is unavailable (no files,
+    no hub) the model's own generated text is used instead, with a warning.
+    """
+    layer = mt.check_layer(layer)
+    probe = weights_probe(mt, layer)
+    if not recompute:
+        found = _find_cached(mt, layer, source, max_tokens, probe)
+        if found is not None:
+            return found
+    resolved = text_source(source, mt=mt, fallback=True)
+    if resolved.name != source and not recompute:
+        found = _find_cached(mt, layer, resolved.name, max_tokens, probe)
+        if found is not None:
+            return found
+    log.info("Computing key statistics of %s layer %d from %s", mt.name, layer, resolved.name)
+    return compute_statistics(mt, [layer], resolved, max_tokens=max_tokens,
+                              progress=progress)[layer]
+
+
+def _find_cached(mt, layer, source, max_tokens, probe) -> KeyStatistics | None:
+    expected = expected_metadata(mt, layer, source, max_tokens)
+    for path in statistics_paths(mt, layer, source, max_tokens):
+        if path.exists():
+            try:
+                return load_statistics(path, expected, probe)
+            except ValueError as problem:
+                log.warning("Ignoring key statistics: %s. They will be recomputed.", problem)
+    return None

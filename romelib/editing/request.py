@@ -1,0 +1,82 @@
+"""What an edit asks for, and what an editing method returns.
+
+Usage::
+
+    request = EditRequest("{} plays the sport of", "Michael Jordan", "soccer")
+    request = as_request(record["requested_rewrite"])       # a CounterFact rewrite
+    change = ComputedEdit(deltas={"model.layers.5.mlp.down_proj.weight": delta})
+
+Every method (``romelib.editing.rome``, ``romelib.editing.finetune``) is a function
+``compute(mt, request, hparams) -> ComputedEdit`` that leaves the weights untouched;
+:func:`romelib.edit` applies the change and returns a handle that undoes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """A counterfactual to write into the model: ``prompt.format(subject)`` -> ``target_new``.
+
+    Usage: ``EditRequest("{} plays the sport of", "Michael Jordan", "soccer")`` or
+    ``EditRequest.from_dict(record["requested_rewrite"])`` for a CounterFact record.
+    """
+
+    prompt: str                    # template with "{}" where the subject goes
+    subject: str
+    target_new: str
+    target_true: str | None = None  # the fact being replaced, when known
+
+    def __post_init__(self):
+        if not self.subject.strip():
+            raise ValueError("The subject is empty; give the entity whose fact you edit.")
+        if "{}" not in self.prompt:  # a filled prompt: turn the subject's first mention into "{}"
+            if self.subject.strip() not in self.prompt:
+                raise ValueError(f"The subject {self.subject!r} does not occur in the prompt "
+                                 f"{self.prompt!r}; write the prompt as a template with '{{}}' "
+                                 "where the subject goes, like '{} plays the sport of'.")
+            object.__setattr__(self, "prompt", self.prompt.replace(self.subject.strip(), "{}", 1))
+        if not str(self.target_new).strip():
+            raise ValueError(f"The new target for {self.subject!r} is empty; give the word(s) "
+                             "the model should say instead.")
+
+    @property
+    def filled_prompt(self) -> str:
+        return self.prompt.replace("{}", self.subject)
+
+    @classmethod
+    def from_dict(cls, rewrite: dict) -> EditRequest:
+        """Accept a CounterFact ``requested_rewrite`` (targets as ``{"str": ...}``) or plain strings."""
+        def text(value):
+            return value["str"] if isinstance(value, dict) else value
+        try:
+            return cls(prompt=rewrite["prompt"], subject=rewrite["subject"],
+                       target_new=text(rewrite["target_new"]),
+                       target_true=text(rewrite["target_true"]) if rewrite.get("target_true") else None)
+        except KeyError as missing:
+            raise ValueError(f"The edit request lacks {missing}; it needs 'prompt' (with '{{}}'), "
+                             "'subject' and 'target_new' ({'str': ...}).") from None
+
+
+def as_request(request) -> EditRequest:
+    """Usage: ``as_request({"prompt": ..., "subject": ..., "target_new": {"str": ...}})``."""
+    if isinstance(request, EditRequest):
+        return request
+    if isinstance(request, dict):
+        return EditRequest.from_dict(request.get("requested_rewrite", request))
+    raise TypeError(f"An edit request is an EditRequest or a CounterFact dict, not {type(request).__name__}.")
+
+
+@dataclass
+class ComputedEdit:
+    """What an editing method computes: additive weight changes by parameter name, plus diagnostics.
+
+    Usage: ``change = compute_rome(mt, request); change.deltas``; ``romelib.edit`` applies it.
+    """
+
+    deltas: dict[str, torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Measuring edits: scoring targets, CounterFact metrics, fluency and consistency, fact checks."""

@@ -1,0 +1,1 @@
+"""Figures in the paper's style and notebook widgets."""

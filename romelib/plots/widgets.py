@@ -1,0 +1,163 @@
+"""An interactive causal-tracing explorer for notebooks.
+
+Usage::
+
+    from romelib.widgets import Explorer
+    explorer = Explorer(mt)          # facts from data/known_facts.json
+    explorer                         # shows the controls, the heatmap and the effect plot
+
+Pick a fact or type a prompt and its subject; choose the corruption and its level, the
+kind of state restored, the number of noise samples and a layer.  Every change re-renders
+(the status line says when it is busy).  Traces are cached, so moving the layer slider
+only redraws.  Bad input, such as a subject that is not in the prompt, is shown as a
+message in the output area.
+"""
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+
+from ..datasets.facts import load_facts
+from ..paths import project_data
+from ..tracing.corruption import CORRUPTIONS, embedding_sigma, make_corruption
+from ..tracing.trace import KINDS, trace
+from .figures import COLORS, figure_png, plot_trace, token_labels
+
+OWN = "(type your own prompt and subject)"
+
+
+class Explorer:
+    """Widgets around :func:`romelib.trace`; ``explorer.widget`` is the whole panel.
+
+    Usage: ``Explorer(mt, facts=romelib.load_facts("project")[:50], samples=3)``.
+    """
+
+    def __init__(self, mt, facts=None, samples: int = 3, noise: float = 3.0, window: int = 10):
+        if facts is None:
+            facts = load_facts("project") if _project_facts_exist() else load_facts("known_1000")[:100]
+        self.mt, self.facts = mt, list(facts)
+        self.sigma = embedding_sigma(mt)
+        self._cache: dict = {}
+        self.renders = 0
+        style = {"description_width": "90px"}
+        wide = widgets.Layout(width="620px")
+        options = [OWN] + [f"{f.prompt} → {f.attribute}" for f in self.facts]
+        self.fact = widgets.Dropdown(options=options, value=options[1] if self.facts else OWN,
+                                     description="fact", style=style, layout=wide)
+        first = self.facts[0] if self.facts else None
+        self.prompt = widgets.Text(first.prompt if first else "", description="prompt",
+                                   style=style, layout=wide, continuous_update=False)
+        self.subject = widgets.Text(first.subject if first else "", description="subject",
+                                    style=style, continuous_update=False)
+        self.corruption = widgets.Dropdown(options=list(CORRUPTIONS), value="gaussian",
+                                           description="corruption", style=style)
+        self.noise = widgets.FloatSlider(value=noise, min=0.0, max=10.0, step=0.5,
+                                         description="noise (σ)", style=style,
+                                         continuous_update=False)
+        self.kind = widgets.ToggleButtons(options=list(KINDS), value="hidden",
+                                          description="restore", style=style)
+        self.samples = widgets.IntSlider(value=samples, min=1, max=20, description="samples",
+                                         style=style, continuous_update=False)
+        self.layer = widgets.IntSlider(value=mt.num_layers // 2, min=0, max=mt.num_layers - 1,
+                                       description="layer", style=style, continuous_update=False)
+        self.window = window
+        self.status = widgets.HTML()
+        self.message = widgets.HTML()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="1000px"))
+        self.widget = widgets.VBox([
+            self.fact, self.prompt, self.subject,
+            widgets.HBox([self.corruption, self.noise]), self.kind,
+            widgets.HBox([self.samples, self.layer]), self.status, self.message, self.image])
+        self.fact.observe(self._on_fact, names="value")
+        for control in (self.prompt, self.subject, self.corruption, self.noise, self.kind,
+                        self.samples, self.layer):
+            control.observe(self._on_change, names="value")
+        self.render()
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
+
+    def _on_fact(self, change):
+        if change["new"] == OWN:
+            return
+        fact = self.facts[self.fact.options.index(change["new"]) - 1]
+        with self.hold():
+            self.prompt.value, self.subject.value = fact.prompt, fact.subject
+        self.render()
+
+    def _on_change(self, change):
+        if not getattr(self, "_holding", False):
+            self.render()
+
+    def hold(self):
+        """Context manager: change several controls, render once afterwards."""
+        explorer = self
+
+        class _Hold:
+            def __enter__(self):
+                explorer._holding = True
+
+            def __exit__(self, *exc):
+                explorer._holding = False
+        return _Hold()
+
+    @property
+    def traces_computed(self) -> int:
+        """How many distinct traces this explorer has computed (moving the layer computes none)."""
+        return len(self._cache)
+
+    def current_trace(self):
+        """The trace for the current controls (computed once per setting, then cached)."""
+        key = (self.prompt.value, self.subject.value, self.corruption.value, self.noise.value,
+               self.kind.value, self.samples.value)
+        if key not in self._cache:
+            corruption = make_corruption(self.mt, self.corruption.value, self.noise.value,
+                                         sigma=self.sigma)
+            self._cache[key] = trace(self.mt, key[0], key[1], kind=key[4], samples=key[5],
+                                     window=self.window, corruption=corruption)
+        return self._cache[key]
+
+    def render(self) -> None:
+        """Recompute if needed and redraw; errors in the input become a message."""
+        self.status.value = "<b>⏳ computing…</b>"
+        try:
+            if not self.prompt.value.strip() or not self.subject.value.strip():
+                raise ValueError("Type a prompt and the subject it mentions.")
+            result = self.current_trace()
+            self.image.value = self.draw(result, self.layer.value)
+            self.message.value = ""
+        except ValueError as error:
+            self.message.value = (f"<div style='color:#b00020'><b>Cannot trace this input:</b> "
+                                  f"{html.escape(str(error))}</div>")
+        finally:
+            self.renders += 1
+            self.status.value = "✓ ready"
+
+    @staticmethod
+    def draw(result, layer: int) -> bytes:
+        """The heatmap with ``layer`` outlined, beside the effect at that layer, as PNG."""
+        height = 0.3 * len(result.tokens) + 1.8
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10.5, height), dpi=90,
+                                          gridspec_kw={"width_ratios": [3, 2]})
+        plot_trace(result, left, highlight_layer=layer)
+        effects = (result.scores[:, layer] - result.low_score).numpy()
+        positions = range(len(result.tokens))
+        right.barh(list(positions), effects, color=COLORS[result.kind])
+        right.set_yticks(list(positions), token_labels(result), fontsize=8)
+        right.invert_yaxis()
+        right.axvline(result.total_effect, color="grey", linestyle="--", linewidth=0.8,
+                      label=f"total effect {result.total_effect:.3f}")
+        right.set_xlabel(f"indirect effect on p({result.target.strip()})")
+        right.set_title(f"restoring at layer {layer}", fontsize=9)
+        right.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        png = figure_png(fig, dpi=90)
+        plt.close(fig)
+        return png
+
+
+def _project_facts_exist() -> bool:
+    return project_data("known_facts.json").is_file()
