@@ -72,7 +72,8 @@ class ROMEHyperParams:
     kl_factor: float = 0.0625                # weight of KL("{} is a") to the unedited model
     kl_prompts: tuple = ("{} is a",)
     kl_token: str = "fact"                   # where KL is read: see KL_TOKENS
-    early_stop_loss: float = 0.05            # stop once the total loss is this small
+    early_stop_loss: float = 0.05            # stop once the total loss is this small (authors')
+    early_stop_nll: float | None = None      # ... or once the target NLL alone is (None: never)
     context_lengths: tuple = (5, 10)         # token lengths of the model-written prefixes
     contexts_per_length: int = 10
     mom2_source: str = "wikitext-2"          # text for C (romelib.texts.text_source)
@@ -170,10 +171,22 @@ def compute_value(mt, request: EditRequest, hparams: ROMEHyperParams,
                                delta, value_init, hparams)
             loss = sum(terms)
             losses.append(_loss_record(step, terms, delta))
-            if loss.item() < hparams.early_stop_loss or step == hparams.v_num_grad_steps - 1:
+            if should_stop(step, loss, terms[0], hparams):
                 break
             step_and_clamp(optimizer, loss, delta, max_norm)
     return ValueResult(delta=delta.detach(), value_init=value_init, losses=losses)
+
+
+def should_stop(step: int, loss, nll, hparams: ROMEHyperParams) -> bool:
+    """The optimisation of delta ends after its last step, once the total loss is below
+    ``early_stop_loss`` (the authors' rule), or once the target NLL alone is below
+    ``early_stop_nll`` when that is set.
+
+    Usage: ``if should_stop(step, loss, nll, hparams): break``.
+    """
+    if step == hparams.v_num_grad_steps - 1 or loss.item() < hparams.early_stop_loss:
+        return True
+    return hparams.early_stop_nll is not None and nll.item() < hparams.early_stop_nll
 
 
 def step_and_clamp(optimizer, loss, delta: torch.Tensor, max_norm) -> None:

@@ -37,7 +37,7 @@ from ..core.tokens import pad_batch, target_tokens
 from .context_prefixes import context_prefixes
 from .key_statistics import key_statistics
 from .request import ComputedEdit, EditRequest, as_request
-from .rome import ROMEHyperParams, ValueResult, resolve_hparams, step_and_clamp
+from .rome import ROMEHyperParams, ValueResult, resolve_hparams, should_stop, step_and_clamp
 from .value_batch import padded_positions, prompt_rows
 
 
@@ -97,7 +97,7 @@ def reference_value(mt, request: EditRequest, hparams: ROMEHyperParams,
         losses.append({name: float(value.detach()) for name, value in (
             ("loss", loss), ("nll", nll), ("kl", kl), ("weight_decay", decay),
             ("delta_norm", delta.norm()))} | {"step": step})
-        if loss.item() < hparams.early_stop_loss or step == hparams.v_num_grad_steps - 1:
+        if should_stop(step, loss, nll, hparams):
             break
         step_and_clamp(optimizer, loss, delta, hparams.clamp_norm_factor * value_init.norm())
     return ValueResult(delta=delta.detach(), value_init=value_init, losses=losses)

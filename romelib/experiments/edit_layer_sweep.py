@@ -38,7 +38,7 @@ from ..results import append_jsonl, read_jsonl, write_text
 from .launch import Worker, runner_parser, setup_logging
 
 HERE = results_dir("edit_layer_sweep")
-ROW_KEY = ("case_id", "layer", "settings")
+EXPLICIT_SETTINGS = ("kl_token", "early_stop_nll")
 
 # The decision, written above the tables in summary.md (the tables are regenerated from
 # the results files; this text is not, so update it when the choice changes).
@@ -153,8 +153,10 @@ def edit_variants(mt, record: dict, hparams: ROMEHyperParams, variants: list[dic
                 mt, changed.layer, changed.mom2_source, changed.mom2_max_tokens).mom2
         result = rome_result(mt, request, changed, prefixes, keys, value,
                              None if changed.identity_covariance else moments[changed.mom2_max_tokens])
+        (change,) = result.deltas.values()
         with EditHandle(mt, request, "rome", changed, result):
-            rows.append({**record_scores(mt, record), "final_nll": value.losses[-1]["nll"]})
+            rows.append({**record_scores(mt, record), "final_nll": value.losses[-1]["nll"],
+                         "steps": len(value.losses), "update_norm": float(change.double().norm())})
     return rows
 
 
@@ -162,10 +164,13 @@ def run(mt, split: str, layers: list[int], cases: list[dict], mom2_max_tokens,
         settings: dict, variants: list[dict], worker: Worker | None = None) -> None:
     """Score the unedited model, then every (layer, variant) on ``cases``; appended, resumable."""
     out = HERE / f"results_{split}.jsonl"
-    label = lambda extra: json.dumps({**settings, **extra}, sort_keys=True)
+    base = load_hparams(ROMEHyperParams, "rome", mt.name)
+    # settings that were once implicit defaults are always written out, so that rows made
+    # under an older default keep their meaning (romelib.experiments.migrate labels old rows)
+    explicit = {key: getattr(base, key) for key in EXPLICIT_SETTINGS}
+    label = lambda extra: json.dumps({**explicit, **settings, **extra}, sort_keys=True)
     done = {(r["case_id"], r["layer"], json.dumps(r.get("settings", {}), sort_keys=True))
             for r in read_jsonl(out, repair=True)}
-    base = load_hparams(ROMEHyperParams, "rome", mt.name)
     mine = (worker or Worker()).share(cases)
     for layer in [-1] + layers:                                        # -1: the unedited model
         for record in mine:

@@ -37,10 +37,11 @@ from ..results import append_jsonl, check_settings, read_json, read_jsonl, write
 from .launch import Worker, command_line, runner_parser, setup_logging
 
 MODULE = "romelib.experiments.table4"
-METHODS = ("none", "ft", "ft+l", "rome", "rome-identity", "ft-rome-layer", "ft+l-rome-layer")
+METHODS = ("none", "ft", "ft+l", "rome", "rome-identity", "rome-kl-last", "ft-rome-layer",
+           "ft+l-rome-layer")
 LABELS = {"none": "unedited", "ft": "FT", "ft+l": "FT+L", "rome": "ROME",
-          "rome-identity": "ROME, C = I", "ft-rome-layer": "FT at ROME's layer",
-          "ft+l-rome-layer": "FT+L at ROME's layer"}
+          "rome-identity": "ROME, C = I", "rome-kl-last": "ROME, KL at the last token",
+          "ft-rome-layer": "FT at ROME's layer", "ft+l-rome-layer": "FT+L at ROME's layer"}
 
 # Meng et al. (2022), Table 4, GPT-2 XL on 7,500 CounterFact records (95% CI in the paper).
 PAPER_COLUMNS = ("S", "ES", "EM", "PS", "PM", "NS", "NM", "GE", "RS")
@@ -66,6 +67,8 @@ def method_and_hparams(mt, name: str):
         return "rome", resolve_hparams(mt, None)      # data/hparams/rome/<model>.json
     if name == "rome-identity":
         return "rome", replace(resolve_hparams(mt, None), identity_covariance=True)
+    if name == "rome-kl-last":             # the KL term read where this library read it before
+        return "rome", replace(resolve_hparams(mt, None), kl_token="last", early_stop_nll=None)
     if name in ("ft", "ft+l"):
         return name, load_hparams(FTHyperParams, name, mt.name)
     if name in ("ft-rome-layer", "ft+l-rome-layer"):  # the tuned FT/FT+L, moved to ROME's layer
@@ -168,7 +171,8 @@ def summarize_folder(folder: Path, methods=METHODS) -> dict:
 
 # The paper's comparative claims, as paired differences (first - second, same records).
 COMPARISONS = (("rome", "ft+l", "S"), ("rome", "ft", "S"), ("rome", "ft+l-rome-layer", "S"),
-               ("rome", "none", "NS"), ("ft+l", "none", "NS"), ("rome", "rome-identity", "NS"))
+               ("rome", "none", "NS"), ("ft+l", "none", "NS"), ("rome", "rome-identity", "NS"),
+               ("rome", "rome-kl-last", "S"), ("rome", "rome-kl-last", "NS"))
 
 
 def compare_folder(folder: Path, methods=METHODS) -> list[dict]:

@@ -10,7 +10,8 @@ approximation:
 
 1. Positions before the subject are identical in the clean and corrupted runs, so
    restoring them changes nothing: their score is the corrupted score.
-2. Logits only at the last position, all unembeddings batched at the end.
+2. Logits only at the last position, all unembeddings batched at the end, the vocabulary
+   taken in cache-sized slices (:mod:`romelib.core.vocab_softmax`).
 3. One run per position: a restoration of layer ``l`` joins the batch at the first layer
    it can change (``l + 1`` for a block output, the window's first layer for MLP or
    attention), so no layer below that is recomputed and the batch is large.
@@ -20,6 +21,9 @@ approximation:
    identical until the shorter one ends, so the longer one copies its rows there; and a
    block output restored in the last layer at an earlier position never reaches the
    prediction (its score is the corrupted score).
+6. An MLP window skips its first block: there only the restored position changes, and the
+   MLP term is added to the residual, so that block's output is the corrupted run's with
+   the MLP term swapped (the same numbers to float32 rounding).
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from ..core.partial_forward import (
     prefix_cache,
     returned_cache,
 )
+from ..core.vocab_softmax import token_log_probs
 from .reference import window_layers
 
 
@@ -119,11 +124,29 @@ def make_jobs(runs: Runs, position: int, kind: str, window: int, sever: str | No
             # Same first layer as the previous window, which patches a prefix of these
             # layers: identical rows until that window ends, so fork from it there.
             jobs.append(Job(position, layer, previous.stop, None, patches, parent=layer - 1))
+        elif kind == "mlp":
+            jobs.append(_mlp_job_after_first_layer(runs, position, layer, layers, patches))
         else:
             jobs.append(Job(position, layer, layers.start,
                             runs.inputs[layers.start][:, position:], patches))
         previous = layers
     return sorted(jobs, key=lambda job: job.start)
+
+
+def _mlp_job_after_first_layer(runs: Runs, position: int, layer: int, layers: range,
+                               patches: dict) -> Job:
+    """A window of MLP restorations that skips the window's first block (point 6 above).
+
+    In that block nothing but position ``position`` changes (the attention there reads the
+    block's input, which is the corrupted run's), and the MLP term enters the residual
+    additively, so the block's output is the corrupted output with the MLP term swapped.
+    """
+    first = layers.start
+    initial = runs.inputs[first + 1][:, position:].clone()        # corrupted outputs of block `first`
+    name = f"mlp.{first}"
+    initial[:, 0] += runs.clean_parts[name][0, position] - runs.parts[name][:, position]
+    rest = {n: value for n, value in patches.items() if n != name}
+    return Job(position, layer, first + 1, initial, rest)
 
 
 @torch.no_grad()
@@ -200,20 +223,12 @@ def _patcher(jobs: list[Job], layer: int, samples: int, offset: int) -> _Patcher
 
 
 @torch.no_grad()
-def target_probs(mt, final: torch.Tensor, target_id: int, chunk: int = 512) -> torch.Tensor:
-    """P(target) from last-position block outputs (rows, d), unembedded ``chunk`` rows at a time.
+def target_probs(mt, final: torch.Tensor, target_id: int) -> torch.Tensor:
+    """P(target) from last-position block outputs (rows, d), the vocabulary taken in slices.
 
-    Usage: ``target_probs(mt, final_states, target_id)``.  The softmax's normaliser is
-    computed in place (max, exp, sum), so a chunk needs one (chunk, vocab) buffer.
+    Usage: ``target_probs(mt, final_states, target_id)`` (see :mod:`romelib.core.vocab_softmax`).
     """
-    out = []
-    for start in range(0, final.shape[0], chunk):
-        logits = mt.logit_lens(final[start:start + chunk]).float()     # (chunk, vocab)
-        target = logits[:, target_id].clone()
-        top = logits.max(dim=-1, keepdim=True).values
-        normaliser = logits.sub_(top).exp_().sum(dim=-1).log() + top[:, 0]
-        out.append((target - normaliser).exp())
-    return torch.cat(out)
+    return token_log_probs(mt, mt.module("final_norm")(final), target_id).exp()
 
 
 def fast_scores(mt, ids, embeddings, subject_range, target_id, kind, window, sever, positions,
