@@ -146,8 +146,8 @@ def test_bad_requests_give_clear_errors(tiny_mt, corpus_file):
                      hparams=hparams)
     with pytest.raises(ValueError, match="empty"):
         romelib.edit(tiny_mt, {"prompt": "{} is in", "subject": "Rome", "target_new": {"str": " "}})
-    with pytest.raises(ValueError, match="Unknown editing method"):
-        romelib.edit(tiny_mt, REQUEST, method="memit")
+    with pytest.raises(ValueError, match=r"method must be one of \('rome'"):
+        romelib.edit(tiny_mt, REQUEST, method="mend")
     filled = EditRequest("Michael Jordan plays the sport of", "Michael Jordan", "guitar")
     assert filled.prompt == REQUEST.prompt                              # a filled prompt is accepted
 

@@ -1,6 +1,4 @@
 """Key statistics: the estimate, its disk cache with checked metadata, the text sources."""
-import logging
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ from romelib.core.tokens import special_prefix
 from romelib.datasets.corpora import SourceUnavailable, detokenize_wikitext, text_source, wikitext_articles
 from romelib.editing import key_statistics as stats
 from romelib.editing.rome import ROMEHyperParams
+from romelib.notices import SubstituteWarning
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +49,7 @@ def test_windows_respect_the_token_budget(corpus):
     assert all(w[0] == mt.tokenizer.bos_token_id for w in windows)
 
 
-def test_cached_statistics_are_reused_and_checked(corpus, monkeypatch, caplog):
+def test_cached_statistics_are_reused_and_checked(corpus, monkeypatch):
     mt = make_tiny_model("gpt2")
     source = f"file:{corpus}"
     first = stats.key_statistics(mt, 1, source, max_tokens=500, progress=False)
@@ -66,9 +65,9 @@ def test_cached_statistics_are_reused_and_checked(corpus, monkeypatch, caplog):
     data = bytearray(path.read_bytes())
     data[-20] ^= 0xFF                                                  # damage the matrix
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING):
+    with pytest.warns(SubstituteWarning, match="cannot be used.*checksum.*rebuilding it"):
         repaired = stats.key_statistics(mt, 1, source, max_tokens=500, progress=False)
-    assert calls == [1] and "checksum" in caplog.text
+    assert calls == [1]
     torch.testing.assert_close(repaired.mom2, first.mom2)
 
     path.write_bytes(path.read_bytes()[:100])                          # truncated
@@ -106,8 +105,8 @@ def test_text_sources_and_their_errors(corpus):
     with pytest.raises(ValueError, match="needs the model"):
         text_source("generated")
     mt = make_tiny_model("gpt2")
-    fallback = text_source("file:/no/such/file.txt", mt=mt, fallback=True)
-    assert fallback.name == "generated" and len(next(iter(fallback.documents()))) > 0
+    generated = text_source("generated", mt=mt)                        # only when asked for
+    assert generated.name == "generated" and len(next(iter(generated.documents()))) > 0
     lines = [" = Lobster = \n", " \n", " The lobster @-@ red , blue . \n", " = = Food = = \n",
              " Eaten ( boiled ) . \n", " = Crab = \n", " Crabs walk . \n"]
     articles = list(wikitext_articles(iter(lines)))

@@ -54,7 +54,7 @@ def test_continuation_text():
     ("The Space Needle is located in the city of", "Space Needle", "Space Needle"),
     ("The Space Needle is located in the city of", " Space Needle", "Space Needle"),
     ("Michael Jordan plays the sport of", "Michael Jordan", "Michael Jordan"),
-    ("Bob works in the Empire State Building", "empire state building", "Empire State Building"),
+    ("Bob works in the Empire State Building", "Empire State Building", "Empire State Building"),
 ])
 def test_subject_range_covers_exactly_the_subject(tiny_mt, prompt, subject, text):
     start, end = romelib.find_subject_range(tiny_mt, prompt, subject)
@@ -68,11 +68,28 @@ def test_subject_not_in_prompt(tiny_mt):
         romelib.find_subject_range(tiny_mt, "The Space Needle is in", "Big Ben")
     message = str(error.value)
     assert "'Big Ben'" in message and "The Space Needle is in" in message
-    assert str(romelib.token_strings(tiny_mt, romelib.encode(tiny_mt, "The Space Needle is in"))) in message
 
 
-def test_second_occurrence(tiny_mt):
+def test_subject_is_matched_exactly_as_in_edits(tiny_mt):
+    with pytest.raises(ValueError, match="spells it 'Empire State Building'"):
+        romelib.find_subject_range(tiny_mt, "Bob works in the Empire State Building",
+                                   "empire state building")
+
+
+def test_a_repeated_subject_needs_an_occurrence(tiny_mt):
     prompt = "Paris is in France and Paris is big"
-    first = romelib.find_subject_range(tiny_mt, prompt, "Paris")
+    with pytest.raises(ValueError, match=r"occurs 2 times.*occurrence=0 at characters 0-5.*occurrence=1"):
+        romelib.find_subject_range(tiny_mt, prompt, "Paris")
+    first = romelib.find_subject_range(tiny_mt, prompt, "Paris", occurrence=0)
     second = romelib.find_subject_range(tiny_mt, prompt, "Paris", occurrence=1)
     assert second[0] > first[0]
+    with pytest.raises(ValueError, match="occurrence must be an int >= 0 and <= 1, got 2"):
+        romelib.find_subject_range(tiny_mt, prompt, "Paris", occurrence=2)
+
+
+def test_a_subject_must_cover_whole_tokens(default_mt):
+    prompt = "The Space Needle is located in the city of"
+    with pytest.raises(ValueError, match=r"cuts through a token.*\[' Space', ' Needle'\].*'Space Needle'"):
+        romelib.find_subject_range(default_mt, prompt, "pace Need")
+    with pytest.raises(ValueError, match="write it as 'Needle'"):
+        romelib.find_subject_range(default_mt, prompt, "Needl")

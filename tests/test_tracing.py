@@ -50,7 +50,7 @@ def test_resumed_run_equals_full_run(tiny_mt):
     model's own forward with the same state restored, for every architecture."""
     ids = torch.tensor([romelib.encode(tiny_mt, PROMPT)])
     embeddings = corrupt_embeddings(tiny_mt, _corruption(tiny_mt), PROMPT, SUBJECT, 2, seed=1)
-    runs = record_runs(tiny_mt, ids, embeddings, 0, ["mlp"])
+    runs = record_runs(tiny_mt, ids, embeddings, [0], ["mlp"])
     start = romelib.find_subject_range(tiny_mt, PROMPT, SUBJECT)[0]
     for kind in ("hidden", "mlp"):
         for position in (start, ids.shape[1] - 2):
@@ -125,9 +125,9 @@ def test_result_fields_and_settings(arch):
 
 
 @pytest.mark.parametrize("bad,message", [
-    (dict(kind="neurons"), "Unknown kind"), (dict(engine="turbo"), "Unknown engine"),
-    (dict(sever="mlp", kind="mlp"), "sever"), (dict(samples=0), "at least 1"),
-    (dict(corruption="blur"), "Unknown corruption"), (dict(subject="Eiffel Tower"), "does not occur")])
+    (dict(kind="neurons"), "kind must be one of"), (dict(engine="turbo"), "engine must be one of"),
+    (dict(sever="mlp", kind="mlp"), "sever"), (dict(samples=0), "samples must be an int >= 1, got 0"),
+    (dict(corruption="blur"), "corruption must be one of"), (dict(subject="Eiffel Tower"), "does not occur")])
 def test_bad_input_says_what_to_do(bad, message):
     from conftest import make_tiny_model
     mt = make_tiny_model("gpt2")

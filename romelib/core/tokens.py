@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import torch
 
+from .checks import check_int, check_text
+
 
 class Prediction(NamedTuple):
     token: str
@@ -33,8 +35,14 @@ class TargetScore(NamedTuple):
     tokens: list[str]
 
 
-def _as_list(prompts: str | Sequence[str]) -> list[str]:
-    return [prompts] if isinstance(prompts, str) else list(prompts)
+def _as_list(prompts: str | Sequence[str], name: str = "prompts") -> list[str]:
+    if isinstance(prompts, str):
+        return [check_text(name, prompts)]
+    if not isinstance(prompts, (list, tuple)):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(prompts).__name__}.")
+    if not prompts:
+        raise ValueError(f"{name} is an empty list; give at least one prompt.")
+    return [check_text(f"{name}[{i}]", p) for i, p in enumerate(prompts)]
 
 
 def encode(mt, prompt: str) -> list[int]:
@@ -86,6 +94,7 @@ def next_token_probs(mt, prompts: str | Sequence[str], batch_size: int = 32) -> 
     Usage: ``probs = next_token_probs(mt, ["The Space Needle is in"])``.
     """
     prompts = _as_list(prompts)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     chunks = []
     for start in range(0, len(prompts), batch_size):
         inputs = make_inputs(mt, prompts[start:start + batch_size])
@@ -100,6 +109,7 @@ def predict(mt, prompts: str | Sequence[str], k: int = 5):
     Usage: ``predict(mt, "The Space Needle is located in the city of", k=3)``
     -> ``[Prediction(token=' Seattle', probability=0.47), ...]``.
     """
+    k = check_int("k", k, minimum=1)
     probs = next_token_probs(mt, prompts)
     top = probs.topk(k, dim=-1)
     result = [[Prediction(mt.tokenizer.decode([int(i)]), float(p)) for p, i in zip(ps, ids)]
@@ -112,6 +122,9 @@ def continuation_text(prompt: str, target: str) -> str:
 
     Usage: ``continuation_text("in the city of", "Seattle")`` -> ``" Seattle"``.
     """
+    check_text("prompt", prompt, allow_empty=True)
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a string, got {target!r} ({type(target).__name__}).")
     if not target.strip():
         raise ValueError(f"The target {target!r} is empty; give the word(s) the prompt should continue with.")
     if target[0].isspace() or not prompt or prompt[-1].isspace():
@@ -142,8 +155,10 @@ def target_log_probs(mt, prompts: Sequence[str], targets: Sequence[str],
     Usage: ``target_log_probs(mt, ["The capital of France is"], ["Paris"])`` -> ``[[-0.4]]``.
     Logits are computed only at the positions that predict target tokens.
     """
+    prompts, targets = _as_list(list(prompts)), list(targets)
     if len(prompts) != len(targets):
         raise ValueError(f"Got {len(prompts)} prompts but {len(targets)} targets.")
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     pairs = [target_tokens(mt, p, t) for p, t in zip(prompts, targets)]
     results: list[list[float]] = []
     for start in range(0, len(pairs), batch_size):
@@ -169,34 +184,65 @@ def target_probability(mt, prompt: str, target: str) -> TargetScore:
     return TargetScore(math.exp(sum(logs)), sum(logs) / len(logs), logs, token_strings(mt, ids))
 
 
-def find_subject_range(mt, prompt: str, subject: str, occurrence: int = 0) -> tuple[int, int]:
-    """Token range ``(start, end)`` (end exclusive) of ``subject`` inside the tokenised prompt.
+def subject_char_spans(prompt: str, subject: str) -> list[tuple[int, int]]:
+    """Every place ``subject`` occurs in ``prompt``, exactly as spelled: ``[(start, end), ...]`` in characters.
 
-    Usage: ``find_subject_range(mt, "The Space Needle is in", "Space Needle")`` -> ``(2, 4)``
-    (position 0 is ``<bos>``).  Located through character offsets, so a subject at the
-    very start or written with a leading space is found too; matching falls back to
-    ignoring case.  A subject that is not in the prompt raises ``ValueError``.
+    Usage: ``subject_char_spans("Paris is a city, and Paris is the capital of", "Paris")``
+    -> ``[(0, 5), (21, 26)]``.
     """
-    needle = subject.strip()
-    encoding = mt.tokenizer(prompt, return_offsets_mapping=True)
-    ids, offsets = encoding["input_ids"], encoding["offset_mapping"]
-    char_start = _nth_find(prompt, needle, occurrence)
-    if char_start < 0:
-        char_start = _nth_find(prompt.lower(), needle.lower(), occurrence)
-    if not needle or char_start < 0:
-        raise ValueError(
-            f"Subject {subject!r} does not occur in the prompt {prompt!r}. The prompt's "
-            f"tokens are {token_strings(mt, ids)}. Pass a subject that is spelled exactly as "
-            "in the prompt (for a template, fill it first: template.format(subject)).")
-    char_end = char_start + len(needle)
+    spans, start = [], prompt.find(subject)
+    while subject and start >= 0:
+        spans.append((start, start + len(subject)))
+        start = prompt.find(subject, start + 1)
+    return spans
+
+
+def whole_token_range(mt, text: str, char_start: int, char_end: int, what: str = "The subject"):
+    """Token range ``(start, end)`` of the characters ``[char_start, char_end)``, which must be whole tokens.
+
+    Usage: ``whole_token_range(mt, "The Space Needle is", 4, 16)`` -> ``(2, 4)``.  A token may
+    start with the whitespace before the span (``' Space'``); a span that cuts a token raises
+    ``ValueError`` showing the tokens and where the cut falls.
+    """
+    encoding = mt.tokenizer(text, return_offsets_mapping=True)
+    offsets = encoding["offset_mapping"]
     covered = [i for i, (a, b) in enumerate(offsets) if b > a and a < char_end and b > char_start]
+    if not covered:
+        raise ValueError(f"{what} {text[char_start:char_end]!r} covers no token of {text!r}.")
+    first_start = offsets[covered[0]][0]
+    first_text = text[first_start:offsets[covered[0]][1]]
+    word_start = first_start + len(first_text) - len(first_text.lstrip())
+    if word_start < char_start or offsets[covered[-1]][1] > char_end:
+        pieces = [text[a:b] for a, b in (offsets[i] for i in covered)]
+        raise ValueError(
+            f"{what} {text[char_start:char_end]!r} cuts through a token: it lies in the tokens "
+            f"{pieces} of {text!r}, which run from character {word_start} to "
+            f"{offsets[covered[-1]][1]}. A subject must consist of whole tokens; write it as "
+            f"{text[word_start:offsets[covered[-1]][1]]!r}.")
     return covered[0], covered[-1] + 1
 
 
-def _nth_find(text: str, needle: str, occurrence: int) -> int:
-    position = -1
-    for _ in range(occurrence + 1):
-        position = text.find(needle, position + 1)
-        if position < 0:
-            return -1
-    return position
+def find_subject_range(mt, prompt: str, subject: str, occurrence: int | None = None) -> tuple[int, int]:
+    """Token range ``(start, end)`` (end exclusive) of ``subject`` inside the tokenised prompt.
+
+    Usage: ``find_subject_range(mt, "The Space Needle is in", "Space Needle")`` -> ``(2, 4)``
+    (position 0 is ``<bos>``).  The subject must be spelled exactly as in the prompt (the
+    same rule as for edits), cover whole tokens, and occur once, or ``occurrence`` says
+    which one (0 for the first).  Anything else raises ``ValueError`` saying how to fix it.
+    """
+    check_text("prompt", prompt)
+    needle = check_text("subject", subject).strip()
+    spans = subject_char_spans(prompt, needle)
+    if not spans:
+        other = [prompt[a:b] for a, b in subject_char_spans(prompt.lower(), needle.lower())]
+        hint = (f" The prompt spells it {other[0]!r}; subjects are matched exactly, as in edits."
+                if other else " Pass a subject spelled exactly as in the prompt (for a template, "
+                              "fill it first: template.format(subject)).")
+        raise ValueError(f"Subject {subject!r} does not occur in the prompt {prompt!r}.{hint}")
+    if occurrence is None and len(spans) > 1:
+        places = ", ".join(f"occurrence={i} at characters {a}-{b}" for i, (a, b) in enumerate(spans))
+        raise ValueError(f"Subject {needle!r} occurs {len(spans)} times in {prompt!r} ({places}); "
+                         "say which one to use with occurrence=.")
+    if occurrence is not None:
+        check_int("occurrence", occurrence, minimum=0, maximum=len(spans) - 1)
+    return whole_token_range(mt, prompt, *spans[occurrence or 0])

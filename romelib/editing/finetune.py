@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.checks import check_int, check_number
 from ..core.hparams import hparams_from_dict, load_hparams
 from ..core.tokens import pad_batch, target_tokens
 from .request import ComputedEdit, EditRequest
@@ -41,6 +42,15 @@ class FTHyperParams:
     early_stop_loss: float = 0.03         # stop once the mean token NLL is below this
     weight_decay: float = 0.0
     norm_constraint: float | None = None  # L-infinity radius epsilon of the change (FT+L)
+
+    def __post_init__(self):
+        check_int("layer", self.layer, minimum=0)
+        check_number("lr", self.lr, minimum=0, exclusive_minimum=True)
+        check_int("max_steps", self.max_steps, minimum=1)
+        check_number("early_stop_loss", self.early_stop_loss, minimum=0)
+        check_number("weight_decay", self.weight_decay, minimum=0)
+        if self.norm_constraint is not None:
+            check_number("norm_constraint", self.norm_constraint, minimum=0, exclusive_minimum=True)
 
 
 def resolve_ft_hparams(mt, hparams, method: str = "ft") -> FTHyperParams:
@@ -117,11 +127,7 @@ def finetune(mt, request: EditRequest, hparams: FTHyperParams) -> ComputedEdit:
 
 
 def _check(mt, hparams: FTHyperParams) -> None:
-    if not 0 <= hparams.layer < mt.num_layers:
-        raise ValueError(f"FT layer {hparams.layer} is out of range: {mt.name} has layers "
-                         f"0..{mt.num_layers - 1}.")
-    if hparams.lr <= 0 or hparams.max_steps < 1:
-        raise ValueError(f"FT needs lr > 0 and max_steps >= 1, got lr={hparams.lr}, "
-                         f"max_steps={hparams.max_steps}.")
-    if hparams.norm_constraint is not None and hparams.norm_constraint <= 0:
-        raise ValueError(f"norm_constraint (epsilon) must be positive, got {hparams.norm_constraint}.")
+    """The layer against this model (the other fields are checked when the hyperparameters are made)."""
+    if not isinstance(hparams, FTHyperParams):
+        raise TypeError(f"FT needs FTHyperParams, got {type(hparams).__name__}.")
+    mt.check_layer(hparams.layer, "hparams.layer")

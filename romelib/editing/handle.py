@@ -21,10 +21,12 @@ import warnings
 
 import torch
 
-from ..core.tokens import find_subject_range, next_token_probs, target_tokens
-from .finetune import compute_ft, compute_ft_l
+from ..core.checks import check_choice
+from ..core.cost import Work, check_context, check_work, per_token_layer_flops, unembedding_flops
+from ..core.tokens import next_token_probs, target_tokens, whole_token_range
+from .finetune import compute_ft, compute_ft_l, resolve_ft_hparams
 from .request import ComputedEdit, EditRequest, as_request
-from .rome import compute_rome
+from .rome import compute_rome, resolve_hparams
 
 METHODS = {"rome": compute_rome, "ft": compute_ft, "ft+l": compute_ft_l}
 
@@ -43,13 +45,23 @@ class EditHandle:
         self._originals: dict[str, torch.Tensor] = {}
         self._written: dict[str, torch.Tensor] = {}
         params = dict(mt.model.named_parameters())
-        with torch.no_grad():
-            for name, delta in result.deltas.items():
-                param = params[name]
-                self._originals[name] = param.detach().clone()
-                param.add_(delta.to(device=param.device, dtype=param.dtype))
-                self._written[name] = param.detach().clone()
+        _check_deltas(result.deltas, params)                 # before any weight is touched
+        try:                                                 # all changes or none
+            with torch.no_grad():
+                for name, delta in result.deltas.items():
+                    self._originals[name] = params[name].detach().clone()
+                    self._apply(params[name], delta)
+                    self._written[name] = params[name].detach().clone()
+        except BaseException:                                # KeyboardInterrupt included
+            with torch.no_grad():
+                for name, original in self._originals.items():
+                    params[name].copy_(original)
+            raise
         self.active = True
+
+    @staticmethod
+    def _apply(param: torch.Tensor, delta: torch.Tensor) -> None:
+        param.add_(delta.to(device=param.device, dtype=param.dtype))
 
     @property
     def deltas(self) -> dict[str, torch.Tensor]:
@@ -84,6 +96,21 @@ class EditHandle:
                 f"{self.request.target_new!r}, {state})")
 
 
+def _check_deltas(deltas: dict, params: dict) -> None:
+    """Every change names a parameter of the model, has its shape and finite values."""
+    if not deltas:
+        raise ValueError("The edit changes no weight (empty deltas).")
+    for name, delta in deltas.items():
+        if name not in params:
+            raise ValueError(f"The edit changes {name!r}, which is not a parameter of this model.")
+        if not torch.is_tensor(delta) or tuple(delta.shape) != tuple(params[name].shape):
+            shape = tuple(delta.shape) if torch.is_tensor(delta) else type(delta).__name__
+            raise ValueError(f"The change of {name} has shape {shape}, the parameter "
+                             f"{tuple(params[name].shape)}.")
+        if not torch.isfinite(delta).all():
+            raise ValueError(f"The change of {name} holds NaN or infinite values; nothing was applied.")
+
+
 def resolve_method(method: str):
     """Usage: ``compute = resolve_method("rome")``."""
     if method not in METHODS:
@@ -91,21 +118,53 @@ def resolve_method(method: str):
     return METHODS[method]
 
 
-def edit(mt, request, method: str = "rome", hparams=None) -> EditHandle:
+def edit(mt, request, method: str = "rome", hparams=None, *,
+         max_seconds: float | None = 600) -> EditHandle:
     """Apply one edit and return a handle that can undo it.
 
     Usage: ``handle = edit(mt, {"prompt": "{} is in", "subject": "Rome", "target_new": {"str": "Spain"}})``.
-    ``hparams`` defaults to the method's file for this model in data/hparams/.
+    ``hparams`` defaults to the method's file for this model in data/hparams/ (a dict is
+    checked strictly).  The work is estimated first and refused above ``max_seconds``
+    (``None``: no limit).  The weights change all at once or not at all, also when the
+    edit is interrupted.
     """
-    compute = resolve_method(method)
+    compute = resolve_method(check_choice("method", method, tuple(METHODS)))
     request = as_request(request)
+    hparams = (resolve_hparams(mt, hparams) if method == "rome"
+               else resolve_ft_hparams(mt, hparams, method))
     _check_request(mt, request)
+    check_work(mt, edit_work(mt, request, method, hparams), max_seconds, "pass max_seconds=None")
     result = compute(mt, request, hparams)
     return EditHandle(mt, request, method, result.info.get("hparams", hparams), result)
 
 
+def edit_work(mt, request: EditRequest, method: str, hparams) -> Work:
+    """The work of an edit, counted before it starts (see :mod:`romelib.core.cost`).
+
+    Usage: ``edit_work(mt, request, "rome", hparams)``.  ROME runs, every step, the prompt
+    after each context prefix (and the KL prompt) through the layers from the edited one up,
+    forward and backward; fine-tuning runs the prompt through every layer.
+    """
+    prompt_ids, target_ids = target_tokens(mt, request.filled_prompt, request.target_new)
+    tokens = len(prompt_ids) + len(target_ids)
+    block, unembed = per_token_layer_flops(mt), unembedding_flops(mt)
+    if method == "rome":
+        rows = 2 + len(hparams.context_lengths) * hparams.contexts_per_length
+        tokens += max(hparams.context_lengths, default=0)
+        layers = mt.num_layers - hparams.layer
+        per_step = rows * (tokens * layers * block + len(target_ids) * unembed)
+        flops = 3 * hparams.v_num_grad_steps * per_step
+    else:
+        flops = 3 * hparams.max_steps * (tokens * mt.num_layers * block + tokens * unembed)
+        rows = 1
+    check_context(mt, tokens, f"The edit prompt {request.filled_prompt!r} with its context and target")
+    memory = 4 * rows * tokens * mt.num_layers * mt.d_model * 12
+    return Work(flops, memory, f"{method} edit of {request.subject!r}")
+
+
 def _check_request(mt, request: EditRequest) -> None:
-    find_subject_range(mt, request.filled_prompt, request.subject)  # clear error if absent
+    start = request.prompt.index("{}") + len(request.subject) - len(request.subject.lstrip())
+    whole_token_range(mt, request.filled_prompt, start, start + len(request.subject.strip()))
     _, new_ids = target_tokens(mt, request.filled_prompt, request.target_new)
     top = int(next_token_probs(mt, request.filled_prompt)[0].argmax())
     if top == new_ids[0]:

@@ -11,10 +11,11 @@ From the shell, to regenerate the shipped file (or fill the user cache for other
 
     python -m romelib.experiments.key_statistics --layers 5 --max-tokens 100000 --out data/stats
 
-Text sources (``source=``): ``"wikitext-2"`` (WikiText-2 valid+test, from the reference
-data folder or, when the Hugging Face hub is reachable, through the ``datasets`` library),
-``"wikipedia"`` (``datasets``, hub only), ``"generated"`` (text the model samples itself,
-used when nothing else is available) and ``"file:PATH[,PATH...]"`` for local text files.
+Text sources (``source=``, see :func:`romelib.datasets.corpora.text_source`):
+``"wikitext-2"`` (WikiText-2 valid+test: the reference data mirror, the cache, or the
+Hugging Face hub), ``"wikipedia"`` (hub only), ``"project-corpus"`` (text the default model
+wrote itself, shipped in ``data/corpora``: C for any layer offline, in minutes),
+``"generated"`` (the model writes new text now; slow) and ``"file:PATH[,PATH...]"``.
 The forward pass stops at the highest layer needed: the unembedding is never computed.
 
 Files are safetensors with a JSON header (format, model, layer, source, token cap, token
@@ -37,9 +38,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from ..core.checks import check_int, check_optional_int, check_text
+from ..core.cost import NOMINAL_FLOPS, per_token_layer_flops
 from ..core.hooks import hooks
 from ..core.tokens import pad_batch, special_prefix
-from ..datasets.corpora import TextSource, text_source
+from ..datasets.corpora import PROJECT_CORPUS, SourceUnavailable, TextSource, text_source
+from ..notices import announce
 from ..paths import cache_dir, project_data
 
 log = logging.getLogger(__name__)
@@ -105,6 +109,9 @@ def collect_key_statistics(mt, layers: Sequence[int], documents: Iterator[str], 
     and padding are left out; the forward pass stops after the highest layer.
     """
     layers = sorted({mt.check_layer(layer, "layers") for layer in layers})
+    window = check_int("window", window, minimum=2)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    max_tokens = check_optional_int("max_tokens", max_tokens, minimum=1)
     names = [f"mlp_proj.{layer}" for layer in layers]
     n_special = len(special_prefix(mt))
     sums: dict[int, torch.Tensor] = {}
@@ -236,31 +243,85 @@ def key_statistics(mt, layer: int, source: str = "wikitext-2", max_tokens: int |
                    *, progress: bool = True, recompute: bool = False) -> KeyStatistics:
     """E[k k^T] at ``layer``: from the shipped files or the cache when valid, else computed.
 
-    Usage: ``C = key_statistics(mt, 6).mom2``.  When ``source`` is unavailable (no files,
-    no hub) the model's own generated text is used instead, with a warning.
+    Usage: ``C = key_statistics(mt, 6).mom2``.  What happens when no valid file is found
+    is always said (a :class:`romelib.notices.SubstituteWarning`, shown under a notebook
+    cell), never done silently:
+
+    * the source is on this machine: C is computed from it now (and cached), with the time
+      it will take; a damaged file is rebuilt from the same source;
+    * the source is not here and a file for it is damaged: an error names the file and the
+      command that rebuilds it;
+    * the source is not here and no file exists: C is computed from the corpus the project
+      ships for this model (``"project-corpus"``), the substitute named in the notice and in
+      the statistics' metadata; without such a corpus, an error says how to get the source.
     """
     layer = mt.check_layer(layer)
+    check_text("source", source)
+    max_tokens = check_optional_int("max_tokens", max_tokens, minimum=1)
     probe = weights_probe(mt, layer)
-    if not recompute:
-        found = _find_cached(mt, layer, source, max_tokens, probe)
+    found, problems = (None, []) if recompute else _find_cached(mt, layer, source, max_tokens, probe)
+    if found is not None:
+        return found
+    try:
+        resolved = text_source(source, mt=mt)
+    except SourceUnavailable as missing:
+        if problems:
+            raise ValueError(f"The key statistics file {problems[0][0]} is damaged ({problems[0][1]}) "
+                             f"and its text ({source}) is not on this machine to rebuild it: run "
+                             f"python -m romelib.datasets.download {source}, then "
+                             f"python -m romelib.experiments.key_statistics --layers {layer} "
+                             f"--source {source}" + (f" --max-tokens {max_tokens}" if max_tokens else "")
+                             ) from None
+        resolved = _substitute(mt, source, missing)
+        found, _ = _find_cached(mt, layer, resolved.name, max_tokens, probe)
         if found is not None:
+            announce(f"Key statistics C for {mt.name} layer {layer}: {source} is not on this machine "
+                     f"({missing}); using C from {resolved.name} ({resolved.description}), cached.")
             return found
-    resolved = text_source(source, mt=mt, fallback=True)
-    if resolved.name != source and not recompute:
-        found = _find_cached(mt, layer, resolved.name, max_tokens, probe)
-        if found is not None:
-            return found
-    log.info("Computing key statistics of %s layer %d from %s", mt.name, layer, resolved.name)
+        announce(f"Key statistics C for {mt.name} layer {layer}: {source} is not on this machine "
+                 f"({missing}); computing C from {resolved.name} instead ({resolved.description}), "
+                 f"{_duration(mt, layer, max_tokens)}.")
+    else:
+        if resolved.name != source and not recompute:        # "file:a.txt" is saved as "files-a.txt"
+            found, more = _find_cached(mt, layer, resolved.name, max_tokens, probe)
+            if found is not None:
+                return found
+            problems += more
+        reason = (f"the file {problems[0][0]} cannot be used ({problems[0][1]}); rebuilding it"
+                  if problems else "no saved file")
+        if not recompute:
+            announce(f"Key statistics C for {mt.name} layer {layer} from {source}: {reason}, "
+                     f"{_duration(mt, layer, max_tokens)}.")
     return compute_statistics(mt, [layer], resolved, max_tokens=max_tokens,
                               progress=progress)[layer]
 
 
-def _find_cached(mt, layer, source, max_tokens, probe) -> KeyStatistics | None:
+def _substitute(mt, source: str, missing: SourceUnavailable) -> TextSource:
+    try:
+        return text_source(PROJECT_CORPUS, mt=mt)
+    except SourceUnavailable:
+        raise SourceUnavailable(f"The key statistics need {source}, which is not on this machine ({missing}), "
+                                f"and the project ships no corpus of {mt.name}'s own to use instead. "
+                                f"Run python -m romelib.datasets.download {source} where the internet is "
+                                "reachable, or pass mom2_source='generated' to let the model write its "
+                                "own text (slow).") from None
+
+
+def _duration(mt, layer: int, max_tokens: int | None) -> str:
+    tokens = max_tokens or 500_000
+    seconds = tokens * (layer + 1) * per_token_layer_flops(mt) / NOMINAL_FLOPS.get(mt.device.type, 100e9)
+    when = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    return f"about {when} for {tokens:,} tokens on {mt.device.type}"
+
+
+def _find_cached(mt, layer, source, max_tokens, probe) -> tuple[KeyStatistics | None, list]:
+    """The first valid file, and the problems of the invalid ones (no message when one is valid)."""
     expected = expected_metadata(mt, layer, source, max_tokens)
+    problems = []
     for path in statistics_paths(mt, layer, source, max_tokens):
         if path.exists():
             try:
-                return load_statistics(path, expected, probe)
+                return load_statistics(path, expected, probe), problems
             except ValueError as problem:
-                log.warning("Ignoring key statistics: %s. They will be recomputed.", problem)
-    return None
+                problems.append((path, str(problem).removeprefix(f"{path}: ")))
+    return None, problems

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ..core.checks import check_text
+
 
 @dataclass(frozen=True)
 class EditRequest:
@@ -32,17 +34,25 @@ class EditRequest:
     target_true: str | None = None  # the fact being replaced, when known
 
     def __post_init__(self):
-        if not self.subject.strip():
-            raise ValueError("The subject is empty; give the entity whose fact you edit.")
-        if "{}" not in self.prompt:  # a filled prompt: turn the subject's first mention into "{}"
-            if self.subject.strip() not in self.prompt:
-                raise ValueError(f"The subject {self.subject!r} does not occur in the prompt "
-                                 f"{self.prompt!r}; write the prompt as a template with '{{}}' "
-                                 "where the subject goes, like '{} plays the sport of'.")
-            object.__setattr__(self, "prompt", self.prompt.replace(self.subject.strip(), "{}", 1))
-        if not str(self.target_new).strip():
-            raise ValueError(f"The new target for {self.subject!r} is empty; give the word(s) "
-                             "the model should say instead.")
+        check_text("prompt", self.prompt)
+        subject = check_text("subject", self.subject).strip()
+        check_text("target_new", self.target_new)
+        if self.target_true is not None:
+            check_text("target_true", self.target_true)
+            if self.target_true.strip() == self.target_new.strip():
+                raise ValueError(f"target_new and target_true are both {self.target_new!r}; an edit "
+                                 "needs a new answer.")
+        if self.prompt.count("{}") > 1:
+            raise ValueError(f"prompt {self.prompt!r} has {self.prompt.count('{}')} '{{}}'; a template "
+                             "has exactly one, where the subject goes.")
+        if "{}" not in self.prompt:  # a filled prompt: the subject becomes "{}"
+            count = self.prompt.count(subject)
+            if count != 1:
+                problem = ("does not occur in" if count == 0 else f"occurs {count} times in")
+                raise ValueError(f"The subject {subject!r} {problem} the prompt {self.prompt!r}; write "
+                                 "the prompt as a template with '{}' where the subject goes, like "
+                                 "'{} plays the sport of'.")
+            object.__setattr__(self, "prompt", self.prompt.replace(subject, "{}", 1))
 
     @property
     def filled_prompt(self) -> str:
@@ -51,12 +61,17 @@ class EditRequest:
     @classmethod
     def from_dict(cls, rewrite: dict) -> EditRequest:
         """Accept a CounterFact ``requested_rewrite`` (targets as ``{"str": ...}``) or plain strings."""
-        def text(value):
-            return value["str"] if isinstance(value, dict) else value
+        def text(key):
+            value = rewrite[key]
+            if isinstance(value, dict):
+                if "str" not in value:
+                    raise ValueError(f"{key} must look like {{'str': 'Paris'}}, got {value!r}.")
+                value = value["str"]
+            return value
         try:
             return cls(prompt=rewrite["prompt"], subject=rewrite["subject"],
-                       target_new=text(rewrite["target_new"]),
-                       target_true=text(rewrite["target_true"]) if rewrite.get("target_true") else None)
+                       target_new=text("target_new"),
+                       target_true=text("target_true") if rewrite.get("target_true") else None)
         except KeyError as missing:
             raise ValueError(f"The edit request lacks {missing}; it needs 'prompt' (with '{{}}'), "
                              "'subject' and 'target_new' ({'str': ...}).") from None

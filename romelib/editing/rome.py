@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..core.checks import check_choice, check_int, check_number, check_optional_int, check_text
 from ..core.hooks import hooks
 from ..core.hparams import hparams_from_dict, load_hparams
 from ..core.tokens import pad_batch
@@ -82,17 +83,38 @@ class ROMEHyperParams:
     update_key: str = "prompt"               # stored exactly: "prompt" (ROME's code) or "average"
 
     def __post_init__(self):
-        object.__setattr__(self, "kl_prompts", tuple(self.kl_prompts))
-        object.__setattr__(self, "context_lengths", tuple(self.context_lengths))
-        if self.update_key not in ("prompt", "average"):
-            raise ValueError(f"update_key {self.update_key!r} is not 'prompt' or 'average'.")
-        if self.kl_token not in KL_TOKENS:
-            raise ValueError(f"kl_token {self.kl_token!r} is not one of {KL_TOKENS}.")
-        if self.fact_token not in FACT_TOKENS:
-            raise ValueError(f"fact_token {self.fact_token!r} is not one of {FACT_TOKENS}.")
-        bad = [p for p in self.kl_prompts if "{}" not in p]
+        """Every field is checked: a value outside its range would silently compute another
+        edit (``clamp_norm_factor=-1`` flips it, ``0`` or ``v_num_grad_steps=0`` undo it)."""
+        check_int("layer", self.layer, minimum=0)
+        check_choice("fact_token", self.fact_token, FACT_TOKENS)
+        check_int("v_num_grad_steps", self.v_num_grad_steps, minimum=1)
+        check_number("v_lr", self.v_lr, minimum=0, exclusive_minimum=True)
+        check_number("v_weight_decay", self.v_weight_decay, minimum=0)
+        check_number("clamp_norm_factor", self.clamp_norm_factor, minimum=0, exclusive_minimum=True)
+        check_number("kl_factor", self.kl_factor, minimum=0)
+        check_choice("kl_token", self.kl_token, KL_TOKENS)
+        check_number("early_stop_loss", self.early_stop_loss, minimum=0)
+        if self.early_stop_nll is not None:
+            check_number("early_stop_nll", self.early_stop_nll, minimum=0)
+        check_int("contexts_per_length", self.contexts_per_length, minimum=0)
+        check_text("mom2_source", self.mom2_source)
+        check_optional_int("mom2_max_tokens", self.mom2_max_tokens, minimum=1)
+        check_choice("update_key", self.update_key, ("prompt", "average"))
+        if not isinstance(self.identity_covariance, bool):
+            raise TypeError(f"identity_covariance must be True or False, got {self.identity_covariance!r}.")
+        for name in ("kl_prompts", "context_lengths"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise TypeError(f"{name} must be a list, got {value!r}.")
+            object.__setattr__(self, name, tuple(value))
+        for length in self.context_lengths:
+            check_int("context_lengths", length, minimum=1)
+        if not self.kl_prompts:
+            raise ValueError("kl_prompts is empty; give at least one, like ['{} is a'] (kl_factor=0 "
+                             "turns the KL term off).")
+        bad = [p for p in self.kl_prompts if not isinstance(p, str) or p.count("{}") != 1]
         if bad:
-            raise ValueError(f"KL prompts {bad} need a '{{}}' for the subject, like '{{}} is a'.")
+            raise ValueError(f"kl_prompts {bad} need one '{{}}' for the subject, like '{{}} is a'.")
 
 
 @dataclass

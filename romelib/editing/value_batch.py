@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.hooks import hooks
-from ..core.tokens import target_tokens
+from ..core.tokens import encode, target_tokens, whole_token_range
 from .request import EditRequest
 
 
@@ -35,20 +35,18 @@ def prompt_rows(mt, request: EditRequest, prefixes: list[str], fact_token: str,
     """Token ids of ``prefix + prompt (+ extra_ids)`` for each prefix, and each row's fact position.
 
     Usage: ``rows, positions = prompt_rows(mt, request, ["", "Hello. "], "subject_last")``.
+    The subject is where the template's ``{}`` is, and must cover whole tokens there
+    (:func:`romelib.core.tokens.whole_token_range`, the rule tracing uses too).
     """
     subject = request.subject.strip()
     offset = request.prompt.index("{}") + len(request.subject) - len(request.subject.lstrip())
     rows, positions = [], []
     for prefix in prefixes:
-        encoding = mt.tokenizer(prefix + request.filled_prompt, return_offsets_mapping=True)
-        ids = encoding["input_ids"]
+        text = prefix + request.filled_prompt
         start = len(prefix) + offset
-        covered = [i for i, (a, b) in enumerate(encoding["offset_mapping"])
-                   if b > a and a < start + len(subject) and b > start]
-        if not covered:
-            raise ValueError(f"Could not find the tokens of {subject!r} in {prefix + request.filled_prompt!r}.")
-        position = {"subject_last": covered[-1], "subject_first": covered[0],
-                    "last": len(ids) - 1}[fact_token]
+        first, end = whole_token_range(mt, text, start, start + len(subject))
+        ids = encode(mt, text)
+        position = {"subject_last": end - 1, "subject_first": first, "last": len(ids) - 1}[fact_token]
         rows.append(ids + list(extra_ids))
         positions.append(position)
     return rows, positions

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..core.generation import generate
 from ..datasets.counterfact import rewrite_prompt, targets, validate_record
-from ..editing.handle import edit
+from ..editing.handle import METHODS, edit
 from ..intervals import bootstrap, mean_and_ci, paired_bootstrap
 from .fluency import default_tfidf, ngram_entropy, reference_texts
 from .scoring import score_targets
@@ -174,6 +174,8 @@ def evaluate_record(mt, record: dict, method: str | None = "rome", hparams=None,
     reference texts, made with the *unedited* model) are computed first when not given.
     """
     validate_record(record)
+    if method not in (None, "none", *METHODS):
+        raise ValueError(f"method must be None, 'none' or one of {tuple(METHODS)}, got {method!r}.")
     settings = {"max_new_tokens": 50, "reference_tokens": 40, **(generation_settings or {})}
     if generation and references is None:
         references = reference_texts(mt, record, settings["reference_tokens"], seed=record["case_id"])
@@ -219,6 +221,9 @@ def evaluate_counterfact(mt, records: Sequence[dict], method: str | None = "rome
     for the unedited model.  ``generation=True`` adds fluency (GE) and consistency (RS),
     which cost most of the time on a CPU.
     """
+    if not isinstance(records, (list, tuple)) or not records:
+        shown = repr(records)[:80]
+        raise ValueError(f"records must be a non-empty list of CounterFact records, got {shown}.")
     tfidf = None
     if generation:
         tfidf = default_tfidf([p for r in records for p in r["attribute_prompts"]])

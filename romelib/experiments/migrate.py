@@ -16,6 +16,7 @@ Each step rewrites files atomically and only where they still have the old form:
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def migrate_all() -> list[str]:
 
 def main(argv=None) -> None:
     """``python -m romelib.experiments.migrate``."""
+    argparse.ArgumentParser(description="Bring saved results up to the current layout, in place "
+                                        "and idempotently.").parse_args(argv)
     changes = migrate_all()
     print("\n".join(changes) if changes else "saved results are current")
 

@@ -76,7 +76,7 @@ def plot_trace(result, ax=None, title: str | None = None, colorbar: bool = True,
     ax.set_title(title, fontsize=9)
     if colorbar:
         bar = plt.colorbar(image, ax=ax)
-        bar.ax.set_title(f"p({result.target.strip()})", fontsize=8)
+        bar.ax.set_title(result.probability_label, fontsize=8)
         bar.ax.tick_params(labelsize=7)
     return ax
 

@@ -150,7 +150,7 @@ class Explorer:
         right.invert_yaxis()
         right.axvline(result.total_effect, color="grey", linestyle="--", linewidth=0.8,
                       label=f"total effect {result.total_effect:.3f}")
-        right.set_xlabel(f"indirect effect on p({result.target.strip()})")
+        right.set_xlabel(f"indirect effect on {result.probability_label}")
         right.set_title(f"restoring at layer {layer}", fontsize=9)
         right.legend(fontsize=7, loc="lower right")
         fig.tight_layout()

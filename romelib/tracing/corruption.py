@@ -26,10 +26,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..core.tokens import encode, find_subject_range
+from ..core.checks import check_choice, check_int, check_number
+from ..core.tokens import encode, find_subject_range, subject_char_spans
 from ..datasets.facts import reference_facts
 
 CORRUPTIONS = ("gaussian", "uniform", "zero", "replace")
+NOISY = ("gaussian", "uniform")          # the corruptions that have a noise level
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,13 @@ class Corruption:
     replacements: tuple[str, ...] = ()    # candidate subjects for "replace"
 
     def __post_init__(self):
-        if self.kind not in CORRUPTIONS:
-            raise ValueError(f"Unknown corruption {self.kind!r}; choose one of {CORRUPTIONS}.")
-        if self.kind in ("gaussian", "uniform") and not (self.noise >= 0 and self.sigma > 0):
-            raise ValueError(f"Noise level {self.noise} and sigma {self.sigma} must be positive.")
+        check_choice("corruption", self.kind, CORRUPTIONS)
+        if self.kind in NOISY:
+            # noise = 0 would leave the subject intact: the "corrupted" run is the clean one
+            object.__setattr__(self, "noise", check_number("noise", self.noise, minimum=0,
+                                                           exclusive_minimum=True))
+            object.__setattr__(self, "sigma", check_number("sigma", self.sigma, minimum=0,
+                                                           exclusive_minimum=True))
 
     @property
     def std(self) -> float:
@@ -96,30 +101,38 @@ def make_corruption(mt, kind: str = "gaussian", noise: float = 3.0, sigma: float
                     replacements: Sequence[str] | None = None) -> Corruption:
     """A :class:`Corruption` with sigma measured on the reference subjects when not given.
 
-    Usage: ``make_corruption(mt, "uniform", noise=3.0)``.
+    Usage: ``make_corruption(mt, "uniform", noise=3.0)``.  ``noise`` and ``sigma`` matter only
+    for the noisy corruptions (``"gaussian"``, ``"uniform"``), where they must be positive.
     """
-    if kind not in CORRUPTIONS:
-        raise ValueError(f"Unknown corruption {kind!r}; choose one of {CORRUPTIONS}.")
+    check_choice("corruption", kind, CORRUPTIONS)
     if kind == "replace" and not replacements:
         replacements = [fact.subject for fact in reference_facts()]
-    if kind in ("gaussian", "uniform") and sigma is None:
+    if kind in NOISY and sigma is None:
         sigma = embedding_sigma(mt)
-    return Corruption(kind, float(noise), float(sigma or 1.0), tuple(replacements or ()))
+    return Corruption(kind, noise if kind in NOISY else 0.0, sigma if kind in NOISY else 1.0,
+                      tuple(replacements or ()))
 
 
 def corrupt_embeddings(mt, corruption: Corruption, prompt: str, subject: str, samples: int,
-                       seed: int = 0) -> torch.Tensor:
+                       seed: int = 0, occurrence: int | None = None,
+                       extra_ids: Sequence[int] = ()) -> torch.Tensor:
     """Embedding-module outputs of ``prompt`` with the subject corrupted, (samples, tokens, d).
 
     Usage: ``corrupt_embeddings(mt, make_corruption(mt), prompt, "Space Needle", 10)``.
     Zeroing returns one row; "replace" returns up to ``samples`` rows, one per other subject.
+    ``extra_ids`` are token ids appended after the prompt (an answer's first tokens).
     """
-    ids = torch.tensor([encode(mt, prompt)], device=mt.device)
-    start, end = find_subject_range(mt, prompt, subject)
+    samples = check_int("samples", samples, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    if not isinstance(corruption, Corruption):
+        raise TypeError(f"corruption must be a Corruption (romelib.make_corruption), got "
+                        f"{type(corruption).__name__}.")
+    ids = torch.tensor([encode(mt, prompt) + list(extra_ids)], device=mt.device)
+    start, end = find_subject_range(mt, prompt, subject, occurrence)
     with torch.no_grad():
         clean = mt.module("embed")(ids)                              # (1, tokens, d)
     if corruption.kind == "replace":
-        return _replaced(mt, corruption, prompt, subject, samples, seed)
+        return _replaced(mt, corruption, prompt, subject, samples, seed, occurrence, extra_ids)
     rows = 1 if corruption.deterministic else samples
     embeddings = clean.repeat(rows, 1, 1)
     shape = (rows, end - start, clean.shape[-1])
@@ -135,21 +148,25 @@ def corrupt_embeddings(mt, corruption: Corruption, prompt: str, subject: str, sa
     return embeddings
 
 
+def _subject_span(prompt: str, subject: str, occurrence: int | None) -> tuple[int, int]:
+    return subject_char_spans(prompt, subject.strip())[occurrence or 0]
+
+
 def replacement_subjects(mt, prompt: str, subject: str, candidates: Sequence[str],
-                         count: int, seed: int = 0) -> list[str]:
+                         count: int, seed: int = 0, occurrence: int | None = None) -> list[str]:
     """Up to ``count`` other subjects that fill the prompt with the same number of tokens.
 
     Usage: ``replacement_subjects(mt, prompt, "Space Needle", ["Eiffel Tower", ...], 5)``.
     Only the subject's tokens may differ, so every position keeps its meaning.
     """
     ids = encode(mt, prompt)
-    start, end = find_subject_range(mt, prompt, subject)
-    char = prompt.lower().find(subject.strip().lower())
+    start, end = find_subject_range(mt, prompt, subject, occurrence)
+    char, char_end = _subject_span(prompt, subject, occurrence)
     order = sorted(set(candidates) - {subject})
     random.Random(seed).shuffle(order)
     chosen = []
     for other in order:
-        filled = prompt[:char] + other.strip() + prompt[char + len(subject.strip()):]
+        filled = prompt[:char] + other.strip() + prompt[char_end:]
         other_ids = encode(mt, filled)
         if (len(other_ids) == len(ids) and other_ids[:start] == ids[:start]
                 and other_ids[end:] == ids[end:] and other_ids[start:end] != ids[start:end]):
@@ -159,17 +176,18 @@ def replacement_subjects(mt, prompt: str, subject: str, candidates: Sequence[str
     return chosen
 
 
-def _replaced(mt, corruption, prompt, subject, samples, seed) -> torch.Tensor:
-    others = replacement_subjects(mt, prompt, subject, corruption.replacements, samples, seed)
+def _replaced(mt, corruption, prompt, subject, samples, seed, occurrence, extra_ids) -> torch.Tensor:
+    others = replacement_subjects(mt, prompt, subject, corruption.replacements, samples, seed,
+                                  occurrence)
     if not others:
-        start, end = find_subject_range(mt, prompt, subject)
+        start, end = find_subject_range(mt, prompt, subject, occurrence)
         raise ValueError(
             f"No replacement subject fills {prompt!r} with the same number of tokens as "
             f"{subject!r} ({end - start} subject tokens). Pass candidates of that length: "
             "make_corruption(mt, 'replace', replacements=[...]).")
-    char = prompt.lower().find(subject.strip().lower())
-    prompts = [prompt[:char] + other + prompt[char + len(subject.strip()):] for other in others]
-    ids = torch.tensor([encode(mt, p) for p in prompts], device=mt.device)
+    char, char_end = _subject_span(prompt, subject, occurrence)
+    prompts = [prompt[:char] + other + prompt[char_end:] for other in others]
+    ids = torch.tensor([encode(mt, p) + list(extra_ids) for p in prompts], device=mt.device)
     with torch.no_grad():
         return mt.module("embed")(ids)
 

@@ -2,7 +2,7 @@
 
 Usage::
 
-    scores, low = fast_scores(mt, ids, corrupted_embeddings, subject_range, target_id,
+    scores, low = fast_scores(mt, ids, corrupted_embeddings, subject_range, [target_id],
                               kind="hidden", window=10, sever=None, positions=range(10))
 
 (:func:`romelib.trace` calls it; use that.)  Where the speed comes from, none of it an
@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from ..core.hooks import hooks
 from ..core.partial_forward import (
@@ -43,7 +44,7 @@ from ..core.partial_forward import (
     returned_cache,
 )
 from ..core.vocab_softmax import token_log_probs
-from .reference import window_layers
+from .reference import answer_log_probs, window_layers
 
 
 @dataclass
@@ -77,10 +78,12 @@ class Job:
 
 
 @torch.no_grad()
-def record_runs(mt, ids, embeddings, target_id, components) -> Runs:
+def record_runs(mt, ids, embeddings, target_ids, components) -> Runs:
     """Run the clean prompt and the corrupted batch once, keeping what restorations need.
 
-    Usage: ``runs = record_runs(mt, ids, corrupted, target_id, ["mlp"])``.
+    Usage: ``runs = record_runs(mt, ids, corrupted, [target_id], ["mlp"])``; ``ids`` end with
+    all the answer's tokens but the last, so that the last ``len(target_ids)`` positions
+    predict it.
     """
     num_layers = mt.num_layers
     blocks = [f"block.{layer}" for layer in range(num_layers)]
@@ -92,9 +95,9 @@ def record_runs(mt, ids, embeddings, target_id, components) -> Runs:
         return embeddings if name == "embed" else output
     with hooks(mt, ["embed", *blocks, *parts], edit_output=corrupt, retain_input=True,
                clone=True) as acts:
-        output = mt.model(input_ids=ids.repeat(embeddings.shape[0], 1), logits_to_keep=1,
-                          **cache_keywords(mt))
-    low_probs = torch.softmax(output.logits[:, -1].float(), dim=-1)[:, target_id]
+        output = mt.model(input_ids=ids.repeat(embeddings.shape[0], 1),
+                          logits_to_keep=len(target_ids), **cache_keywords(mt))
+    low_probs = answer_log_probs(mt, output.logits, target_ids).exp()
     return Runs(clean_blocks=[clean[name].output for name in blocks],
                 clean_parts={name: clean[name].output for name in parts},
                 inputs=[acts[name].input for name in blocks] + [acts[blocks[-1]].output],
@@ -150,9 +153,10 @@ def _mlp_job_after_first_layer(runs: Runs, position: int, layer: int, layers: ra
 
 
 @torch.no_grad()
-def run_jobs(mt, runs: Runs, jobs: list[Job], position: int,
-             use_prefix: bool = True) -> torch.Tensor:
-    """Run the restorations of one position together; last-position states (jobs*samples, d).
+def run_jobs(mt, runs: Runs, jobs: list[Job], position: int, use_prefix: bool = True,
+             scored: int = 1) -> torch.Tensor:
+    """Run the restorations of one position together; the last ``scored`` positions' final
+    states, (jobs * samples, scored, d).
 
     Usage: ``final = run_jobs(mt, runs, make_jobs(runs, 3, "hidden", 10, None), 3)``.
     With ``use_prefix=False`` every position is fed (no key/value cache), for comparison.
@@ -183,7 +187,7 @@ def run_jobs(mt, runs: Runs, jobs: list[Job], position: int,
         else:
             with hooks(mt, edit.names, edit_output=edit, retain_output=False):
                 hidden = call_block(blocks[layer], hidden, arguments)
-    return hidden[:, -1]
+    return hidden[:, -scored:]
 
 
 def _extend(job: Job, runs: Runs, feed_from: int) -> Job:
@@ -223,40 +227,46 @@ def _patcher(jobs: list[Job], layer: int, samples: int, offset: int) -> _Patcher
 
 
 @torch.no_grad()
-def target_probs(mt, final: torch.Tensor, target_id: int) -> torch.Tensor:
-    """P(target) from last-position block outputs (rows, d), the vocabulary taken in slices.
+def target_probs(mt, final: torch.Tensor, target_ids: list[int]) -> torch.Tensor:
+    """P(answer) from the final states of the positions that predict it, (rows, k, d) -> (rows,).
 
-    Usage: ``target_probs(mt, final_states, target_id)`` (see :mod:`romelib.core.vocab_softmax`).
+    Usage: ``target_probs(mt, final_states, [target_id])``; the vocabulary is taken in
+    slices (:mod:`romelib.core.vocab_softmax`), and the answer's tokens multiply.
     """
-    return token_log_probs(mt, mt.module("final_norm")(final), target_id).exp()
+    rows, k, d = final.shape
+    ids = torch.tensor(target_ids, device=final.device).repeat(rows)
+    normed = mt.module("final_norm")(final.reshape(rows * k, d))
+    return token_log_probs(mt, normed, ids).view(rows, k).sum(-1).exp()
 
 
-def fast_scores(mt, ids, embeddings, subject_range, target_id, kind, window, sever, positions,
-                use_prefix: bool = True):
+def fast_scores(mt, ids, embeddings, subject_range, target_ids, kind, window, sever, positions,
+                use_prefix: bool = True, progress: bool = False):
     """The fast engine behind :func:`romelib.trace`; returns ``(scores, low_score)``.
 
-    Usage: ``scores, low = fast_scores(mt, ids, corrupted, (2, 4), target_id, "hidden",
-    10, None, range(10))``.
+    Usage: ``scores, low = fast_scores(mt, ids, corrupted, (2, 4), [target_id], "hidden",
+    10, None, range(10))``; ``scores`` has a row per position of ``ids`` but the answer's
+    appended tokens (``len(target_ids) - 1`` of them).
     """
     components = [kind] if kind != "hidden" else ([sever] if sever else [])
-    runs = record_runs(mt, ids, embeddings, target_id, components)
+    runs = record_runs(mt, ids, embeddings, target_ids, components)
     low = float(runs.low_probs.mean())
-    scores = torch.full((ids.shape[1], mt.num_layers), math.nan)
+    scored = len(target_ids)
+    scores = torch.full((ids.shape[1] - scored + 1, mt.num_layers), math.nan)
     samples = embeddings.shape[0]
     finals, owners = [], []
-    for position in positions:
+    for position in tqdm(positions, desc="positions", disable=not progress, leave=False):
         if position < subject_range[0]:       # identical in clean and corrupted runs
             scores[position] = low
             continue
         jobs = make_jobs(runs, position, kind, window, sever)
-        if kind == "hidden" and position < ids.shape[1] - 1:
-            # the last block's output at an earlier position never reaches the prediction
+        if kind == "hidden" and position < ids.shape[1] - scored:
+            # the last block's output at a position that predicts nothing never reaches it
             scores[position, -1] = low
             jobs = [job for job in jobs if job.layer < mt.num_layers - 1]
-        finals.append(run_jobs(mt, runs, jobs, position, use_prefix))
+        finals.append(run_jobs(mt, runs, jobs, position, use_prefix, scored))
         owners += [(job.position, job.layer) for job in jobs]
     if owners:
-        probs = target_probs(mt, torch.cat(finals), target_id).view(len(owners), samples)
+        probs = target_probs(mt, torch.cat(finals), target_ids).view(len(owners), samples)
         for (position, layer), value in zip(owners, probs.mean(dim=1).tolist()):
             scores[position, layer] = value
     return scores, low

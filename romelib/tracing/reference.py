@@ -2,7 +2,7 @@
 
 Usage::
 
-    scores, low = reference_scores(mt, ids, corrupted, target_id, "hidden", 10, None, range(10))
+    scores, low = reference_scores(mt, ids, corrupted, [target_id], "hidden", 10, None, range(10))
     restored_probability(mt, prompt, "Space Needle", [(3, "block.5")], corruption)
     window_layers(7, 10, 18)        # range(2, 12): the MLP/attention layers restored together
 
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..core.checks import check_text
 from ..core.hooks import hooks
 from ..core.tokens import encode, target_tokens
 from .corruption import Corruption, corrupt_embeddings
@@ -32,27 +33,44 @@ def window_layers(layer: int, window: int, num_layers: int) -> range:
 
 
 
+def answer_log_probs(mt, logits: torch.Tensor, target_ids: list[int]) -> torch.Tensor:
+    """log P(answer) from the logits of the positions that predict its tokens, (rows, k, vocab) -> (rows,).
+
+    Usage: ``answer_log_probs(mt, logits[:, -2:], [id_1, id_2])``: the sum of the tokens'
+    log-probabilities, each token predicted after the ones before it (teacher forcing).
+    """
+    ids = torch.tensor(target_ids, device=logits.device)
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return log_probs[:, torch.arange(len(target_ids)), ids].sum(-1)
+
+
 @torch.no_grad()
-def last_token_probs(mt, ids: torch.Tensor) -> torch.Tensor:
-    """Usage: ``last_token_probs(mt, torch.tensor([ids]))`` -> next-token distribution (vocab,)."""
-    logits = mt.model(input_ids=ids, logits_to_keep=1).logits[0, -1]
-    return torch.softmax(logits.float(), dim=-1)
+def answer_ids(mt, prompt: str, target: str | None) -> list[int]:
+    """The tokens of the answer a trace scores: ``target``'s, or the model's top next token.
+
+    Usage: ``answer_ids(mt, "The Space Needle is located in the city of", None)`` -> ``[Seattle]``;
+    ``answer_ids(mt, prompt, "San Francisco")`` -> two ids, scored as a whole.
+    """
+    if target is not None:
+        return target_tokens(mt, prompt, check_text("target", target))[1]
+    ids = torch.tensor([encode(mt, prompt)], device=mt.device)
+    return [int(mt.model(input_ids=ids, logits_to_keep=1).logits[0, -1].argmax())]
 
 
 @torch.no_grad()
 def restored_probability(mt, prompt: str, subject: str, states: Sequence[tuple[int, str]],
                          corruption: Corruption, samples: int = 10, seed: int = 0,
-                         target: str | None = None) -> float:
-    """P(target) in the corrupted run with any set of (position, hook name) states restored.
+                         target: str | None = None, occurrence: int | None = None) -> float:
+    """P(answer) in the corrupted run with any set of (position, hook name) states restored.
 
     Usage: ``restored_probability(mt, prompt, "Space Needle", [(3, "block.5")], corruption)``
     is ``trace(...).scores[3, 5]``; restoring ``[(p, "block.0") for every p]`` gives the
     clean probability and restoring ``[]`` the corrupted one.
     """
-    ids = torch.tensor([encode(mt, prompt)], device=mt.device)
-    embeddings = corrupt_embeddings(mt, corruption, prompt, subject, samples, seed)
-    target_id = (int(last_token_probs(mt, ids).argmax()) if target is None
-                 else target_tokens(mt, prompt, target)[1][0])
+    target_ids = answer_ids(mt, prompt, target)
+    ids = torch.tensor([encode(mt, prompt) + target_ids[:-1]], device=mt.device)
+    embeddings = corrupt_embeddings(mt, corruption, prompt, subject, samples, seed,
+                                    occurrence=occurrence, extra_ids=target_ids[:-1])
     by_name: dict[str, list[int]] = {}
     for position, name in states:
         by_name.setdefault(name, []).append(position)
@@ -65,8 +83,9 @@ def restored_probability(mt, prompt: str, subject: str, states: Sequence[tuple[i
         output[1:, by_name[name]] = output[0, by_name[name]]
         return output
     with hooks(mt, ["embed", *by_name], edit_output=edit, retain_output=False):
-        logits = mt.model(input_ids=ids.repeat(embeddings.shape[0] + 1, 1), logits_to_keep=1).logits
-    return float(torch.softmax(logits[1:, -1].float(), dim=-1)[:, target_id].mean())
+        logits = mt.model(input_ids=ids.repeat(embeddings.shape[0] + 1, 1),
+                          logits_to_keep=len(target_ids)).logits
+    return float(answer_log_probs(mt, logits[1:], target_ids).exp().mean())
 
 
 def restored_names(kind: str, layer: int, window: int, num_layers: int) -> list[str]:
@@ -80,14 +99,16 @@ def restored_names(kind: str, layer: int, window: int, num_layers: int) -> list[
 
 
 @torch.no_grad()
-def reference_scores(mt, ids, embeddings, target_id, kind, window, sever, positions):
+def reference_scores(mt, ids, embeddings, target_ids, kind, window, sever, positions):
     """The straightforward engine, as in the paper's code: per (position, layer) one forward.
 
-    Usage: ``scores, low = reference_scores(mt, ids, corrupted, target_id, "hidden", 10,
+    Usage: ``scores, low = reference_scores(mt, ids, corrupted, [target_id], "hidden", 10,
     None, range(ids.shape[1]))``.  Row 0 of each batch is the clean run; rows 1.. are
     the corrupted samples, into which row 0's states are copied at the restored sites.
-    Logits are computed over the full vocabulary at every position.
+    Logits are computed over the full vocabulary at every position.  ``ids`` end with the
+    answer's tokens but the last; the answer's probability is the product over its tokens.
     """
+    scored = len(target_ids)
     samples, num_layers = embeddings.shape[0], mt.num_layers
     batch = ids.repeat(samples + 1, 1)
     frozen = {}
@@ -96,7 +117,7 @@ def reference_scores(mt, ids, embeddings, target_id, kind, window, sever, positi
         with hooks(mt, ["embed", *names], edit_output=_corrupt_rows(embeddings)) as acts:
             mt.model(input_ids=batch, logits_to_keep=1)
         frozen = {name: acts[name].output.clone() for name in names}
-    scores = torch.full((ids.shape[1], num_layers), math.nan)
+    scores = torch.full((ids.shape[1] - scored + 1, num_layers), math.nan)
     low = None
     for position in positions:
         for layer in range(num_layers):
@@ -105,11 +126,11 @@ def reference_scores(mt, ids, embeddings, target_id, kind, window, sever, positi
             edit = _restoring_edit(embeddings, position, restore, freeze, frozen)
             with hooks(mt, ["embed", *restore, *freeze], edit_output=edit, retain_output=False):
                 logits = mt.model(input_ids=batch).logits          # (rows, tokens, vocab)
-            probs = torch.softmax(logits[1:, -1].float(), dim=-1)
-            scores[position, layer] = probs[:, target_id].mean().item()
+            probs = answer_log_probs(mt, logits[1:, -scored:], target_ids).exp()
+            scores[position, layer] = probs.mean().item()
     with hooks(mt, ["embed"], edit_output=_corrupt_rows(embeddings), retain_output=False):
         logits = mt.model(input_ids=batch).logits
-    low = float(torch.softmax(logits[1:, -1].float(), dim=-1)[:, target_id].mean())
+    low = float(answer_log_probs(mt, logits[1:, -scored:], target_ids).exp().mean())
     return scores, low
 
 

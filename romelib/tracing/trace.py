@@ -35,10 +35,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core.tokens import encode, find_subject_range, target_tokens, token_strings
-from .corruption import Corruption, corrupt_embeddings, make_corruption
+from ..core.checks import check_choice, check_int, check_text
+from ..core.cost import Work, check_context, check_work, per_token_layer_flops, unembedding_flops
+from ..core.tokens import encode, find_subject_range, token_strings
+from .corruption import CORRUPTIONS, Corruption, corrupt_embeddings, make_corruption
 from .fast import fast_scores
-from .reference import last_token_probs, reference_scores
+from .reference import answer_ids, answer_log_probs, reference_scores
 
 KINDS = ("hidden", "mlp", "attn")
 ENGINES = ("fast", "reference")
@@ -54,14 +56,25 @@ class TraceResult:
     scores: torch.Tensor               # (positions, layers) target probability when restored
     low_score: float                   # corrupted run
     high_score: float                  # clean run
-    tokens: list[str]
+    tokens: list[str]                  # the prompt's tokens (one per row of scores)
     subject_range: tuple[int, int]     # (start, end), end exclusive
     kind: str
     prompt: str
     subject: str
-    target: str                        # the target token as text
-    target_id: int
+    target: str                        # the answer as text (one or several tokens)
+    target_ids: list[int]              # its tokens; the probability is their product
     settings: dict = field(default_factory=dict)
+
+    @property
+    def target_id(self) -> int:
+        """The answer's first token (the whole answer when it is one token)."""
+        return self.target_ids[0]
+
+    @property
+    def probability_label(self) -> str:
+        """Usage: ``result.probability_label`` -> ``"p(Seattle)"`` or ``"p(San Francisco), 2 tokens"``."""
+        text = f"p({self.target.strip()})"
+        return text if len(self.target_ids) == 1 else f"{text}, {len(self.target_ids)} tokens"
 
     @property
     def indirect_effects(self) -> torch.Tensor:
@@ -84,7 +97,7 @@ class TraceResult:
                 "low_score": self.low_score, "high_score": self.high_score,
                 "tokens": self.tokens, "subject_range": list(self.subject_range),
                 "kind": self.kind, "prompt": self.prompt, "subject": self.subject,
-                "target": self.target, "target_id": self.target_id, "settings": self.settings}
+                "target": self.target, "target_ids": self.target_ids, "settings": self.settings}
 
     @classmethod
     def from_dict(cls, record: dict) -> TraceResult:
@@ -92,64 +105,111 @@ class TraceResult:
                                for row in record["scores"]])
         return cls(scores, record["low_score"], record["high_score"], record["tokens"],
                    tuple(record["subject_range"]), record["kind"], record["prompt"],
-                   record["subject"], record["target"], record["target_id"], record["settings"])
+                   record["subject"], record["target"],
+                   record.get("target_ids") or [record["target_id"]], record["settings"])
 
 
 def trace(mt, prompt: str, subject: str, *, kind: str = "hidden", noise: float = 3.0,
           samples: int = 10, window: int = 10, target: str | None = None, seed: int = 0,
           corruption: str | Corruption = "gaussian", sigma: float | None = None,
           sever: str | None = None, positions: Sequence[int] | None = None,
-          engine: str = "fast") -> TraceResult:
+          engine: str = "fast", occurrence: int | None = None, max_seconds: float | None = 600,
+          progress: bool | None = None) -> TraceResult:
     """Causal trace of one fact: restore each (position, layer) state of the corrupted run.
 
     Usage: ``trace(mt, "The Space Needle is located in the city of", "Space Needle")``.
     ``noise`` is the Gaussian (or uniform) noise's std in units of ``sigma``, the embedding
     spread measured on the reference subjects; ``corruption`` is ``"gaussian"``,
     ``"uniform"``, ``"zero"``, ``"replace"`` or a :class:`Corruption`; ``target`` defaults to
-    the model's top clean prediction; ``positions`` limits the positions traced.
+    the model's top clean prediction, and an answer of several tokens (``"San Francisco"``)
+    is scored as a whole: the product of its tokens' probabilities, each after the ones
+    before it.  ``positions`` limits the positions traced; ``occurrence`` says which
+    occurrence of a subject that appears twice is corrupted.  The work is estimated first:
+    above ``max_seconds`` (at a nominal speed of the device) the trace is refused with the
+    estimate; ``max_seconds=None`` runs it anyway, with a progress bar.
     """
-    _check_options(kind, engine, sever, samples, window)
+    check_text("prompt", prompt)
+    kind, engine, sever = _check_options(kind, engine, sever)
+    samples = check_int("samples", samples, minimum=1)
+    window = check_int("window", window, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     if not isinstance(corruption, Corruption):
-        corruption = make_corruption(mt, corruption, noise, sigma)
-    ids = torch.tensor([encode(mt, prompt)], device=mt.device)
-    subject_range = find_subject_range(mt, prompt, subject)
-    positions = _check_positions(positions, ids.shape[1])
-    embeddings = corrupt_embeddings(mt, corruption, prompt, subject, samples, seed)
-    clean_probs = last_token_probs(mt, ids)
-    target_id = (int(clean_probs.argmax()) if target is None
-                 else target_tokens(mt, prompt, target)[1][0])
+        corruption = make_corruption(mt, check_choice("corruption", corruption, CORRUPTIONS), noise,
+                                     None if sigma is None else sigma)
+    prompt_ids = encode(mt, prompt)
+    check_context(mt, len(prompt_ids), "The prompt")
+    subject_range = find_subject_range(mt, prompt, subject, occurrence)
+    positions = _check_positions(positions, len(prompt_ids))
+    target_ids = answer_ids(mt, prompt, target)
+    ids = torch.tensor([prompt_ids + target_ids[:-1]], device=mt.device)
+    check_context(mt, ids.shape[1], "The prompt with its answer")
+    work = trace_work(mt, ids.shape[1], len(target_ids), positions, subject_range, kind, samples,
+                      engine)
+    check_work(mt, work, max_seconds, "pass max_seconds=None")
+    embeddings = corrupt_embeddings(mt, corruption, prompt, subject, samples, seed, occurrence,
+                                    target_ids[:-1])
+    show = work.seconds(mt.device) > 30 if progress is None else progress
     if engine == "fast":
-        scores, low = fast_scores(mt, ids, embeddings, subject_range, target_id, kind,
-                                  window, sever, positions)
+        scores, low = fast_scores(mt, ids, embeddings, subject_range, target_ids, kind,
+                                  window, sever, positions, progress=show)
     else:
-        scores, low = reference_scores(mt, ids, embeddings, target_id, kind, window, sever,
+        scores, low = reference_scores(mt, ids, embeddings, target_ids, kind, window, sever,
                                        positions)
+    with torch.no_grad():
+        logits = mt.model(input_ids=ids, logits_to_keep=len(target_ids)).logits
+    high = float(answer_log_probs(mt, logits, target_ids).exp()[0])
     settings = {"noise": corruption.noise, "corruption": corruption.kind,
                 "sigma": corruption.sigma, "samples": embeddings.shape[0], "window": window,
-                "seed": seed, "sever": sever, "engine": engine,
+                "seed": seed, "sever": sever, "engine": engine, "occurrence": occurrence,
                 "description": corruption.describe()}
-    return TraceResult(scores, low, float(clean_probs[target_id]), token_strings(mt, ids[0]),
-                       subject_range, kind, prompt, subject, mt.tokenizer.decode([target_id]),
-                       target_id, settings)
+    return TraceResult(scores, low, high, token_strings(mt, prompt_ids), subject_range, kind,
+                       prompt, subject, mt.tokenizer.decode(target_ids), target_ids, settings)
 
 
-def _check_options(kind, engine, sever, samples, window) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"Unknown kind {kind!r}; choose one of {KINDS}.")
-    if engine not in ENGINES:
-        raise ValueError(f"Unknown engine {engine!r}; choose one of {ENGINES}.")
-    if sever not in (None, "mlp", "attn") or (sever and kind != "hidden"):
-        raise ValueError(f"sever={sever!r}: use None, 'mlp' or 'attn', and only with kind='hidden'.")
-    if samples < 1 or window < 1:
-        raise ValueError(f"samples ({samples}) and window ({window}) must be at least 1.")
+def trace_work(mt, tokens: int, scored: int, positions, subject_range, kind: str, samples: int,
+               engine: str) -> Work:
+    """The work of a trace, counted before it starts (see :mod:`romelib.core.cost`).
+
+    Usage: ``trace_work(mt, 10, 1, range(10), (2, 4), "hidden", 10, "fast")``.  The fast
+    engine runs, per traced position p at or after the subject, every layer above each
+    restoration for the tokens from p on, and unembeds one row per (position, layer,
+    sample); the reference engine runs the whole prompt (samples + 1 rows) once per
+    (position, layer) with logits everywhere.
+    """
+    layers = mt.num_layers
+    block, unembed = per_token_layer_flops(mt), unembedding_flops(mt)
+    vocabulary = mt.module("unembed").weight.shape[0]
+    if engine == "reference":
+        forwards = len(positions) * layers
+        flops = forwards * (samples + 1) * tokens * (layers * block + unembed)
+        memory = (samples + 1) * tokens * vocabulary * 4 * 2
+    else:
+        traced = [p for p in positions if p >= subject_range[0]]
+        job_layers = layers * (layers + 1) / 2 * (1.4 if kind != "hidden" else 1.0)
+        flops = sum(job_layers * samples * (tokens - p) * block for p in traced)
+        flops += len(traced) * layers * samples * scored * unembed
+        memory = samples * tokens * mt.d_model * 4 * (3 * layers + 2) + 4 * 2048 * samples * layers
+    return Work(flops, memory, f"trace of {len(positions)} positions x {layers} layers, "
+                               f"{samples} samples, {tokens} tokens ({engine} engine)")
+
+
+def _check_options(kind, engine, sever):
+    kind = check_choice("kind", kind, KINDS)
+    engine = check_choice("engine", engine, ENGINES)
+    check_choice("sever", sever, (None, "mlp", "attn"))
+    if sever and kind != "hidden":
+        raise ValueError(f"sever={sever!r} needs kind='hidden' (it freezes a path while a hidden "
+                         f"state is restored), got kind={kind!r}.")
+    return kind, engine, sever
 
 
 def _check_positions(positions, length: int) -> list[int]:
     if positions is None:
         return list(range(length))
-    positions = sorted({int(p) % length for p in positions if -length <= int(p) < length})
-    if not positions:
-        raise ValueError(f"No valid position to trace; the prompt has {length} tokens.")
-    return positions
-
-
+    if isinstance(positions, (str, bytes)) or not hasattr(positions, "__iter__"):
+        raise TypeError(f"positions must be a list of token positions, got {positions!r}.")
+    checked = sorted({check_int("positions", p, minimum=-length, maximum=length - 1) % length
+                      for p in positions})
+    if not checked:
+        raise ValueError(f"positions is empty; give token positions of the prompt (0..{length - 1}).")
+    return checked

@@ -1,0 +1,90 @@
+"""Estimating the work of a trace or an edit before starting it, and refusing runaway jobs.
+
+Usage::
+
+    work = Work(flops=2.4e12, memory_bytes=3e9, description="trace of 40 positions")
+    check_work(mt, work, max_seconds=600, how="pass max_seconds=None to run it anyway")
+    check_context(mt, n_tokens, "prompt")
+
+A trace of a 2,000-token prompt would run for days on a laptop; an edit with a very long
+prompt can exhaust the memory.  Each entry point counts the multiply-adds it will do and
+the largest tensors it will hold, converts them to an estimated time at a nominal speed for
+the device (about 100 GFLOP/s for a 2-core CPU, 10 TFLOP/s for a GPU: deliberately round
+figures, good to a factor of two or so), and refuses, with the estimate and the way to
+proceed anyway, when the estimate is above ``max_seconds`` or the memory above half of the
+machine's.  A prompt longer than the model's context is always refused.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+NOMINAL_FLOPS = {"cpu": 100e9, "cuda": 10e12, "mps": 2e12}
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a job will cost: floating-point operations and the largest memory it will hold."""
+
+    flops: float
+    memory_bytes: float
+    description: str
+
+    def seconds(self, device) -> float:
+        """Usage: ``work.seconds(mt.device)`` -> the estimate at the device's nominal speed."""
+        return self.flops / NOMINAL_FLOPS.get(getattr(device, "type", str(device)), 100e9)
+
+    def describe(self, device) -> str:
+        seconds = self.seconds(device)
+        when = f"{seconds:.0f} s" if seconds < 120 else (
+            f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h")
+        return (f"{self.description}: about {self.flops / 1e9:,.0f} GFLOP (~{when} on "
+                f"{getattr(device, 'type', device)}) and {self.memory_bytes / 2**30:.1f} GiB")
+
+
+def per_token_layer_flops(mt) -> float:
+    """Usage: ``per_token_layer_flops(mt)`` -> multiply-adds x 2 of one block for one token."""
+    block = mt.module("blocks")[0]
+    return 2.0 * sum(p.numel() for p in block.parameters() if p.dim() == 2)
+
+
+def unembedding_flops(mt) -> float:
+    """Usage: ``unembedding_flops(mt)`` -> FLOPs of the logits of one position (vocabulary x d_model x 2)."""
+    return 2.0 * mt.module("unembed").weight.numel()
+
+
+def physical_memory() -> float:
+    """Usage: ``physical_memory()`` -> bytes of RAM on this machine (inf when unknown)."""
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+def context_length(mt) -> int | None:
+    """Usage: ``context_length(mt)`` -> the most tokens the model accepts (None if it does not say)."""
+    return getattr(mt.model.config, "max_position_embeddings", None) or getattr(
+        mt.model.config, "n_positions", None)
+
+
+def check_context(mt, n_tokens: int, what: str) -> None:
+    """Usage: ``check_context(mt, len(ids), "the prompt")``: refuse inputs longer than the context."""
+    limit = context_length(mt)
+    if limit is not None and n_tokens > limit:
+        raise ValueError(f"{what} has {n_tokens} tokens, more than {mt.name}'s context of {limit}; "
+                         "shorten it.")
+
+
+def check_work(mt, work: Work, max_seconds: float | None, how: str) -> None:
+    """Refuse ``work`` estimated above ``max_seconds`` (None: no limit) or above half the RAM.
+
+    Usage: ``check_work(mt, work, 600, "pass max_seconds=None to run it anyway")``.
+    """
+    if max_seconds is not None and work.seconds(mt.device) > max_seconds:
+        raise ValueError(f"This {work.describe(mt.device)}, above the limit max_seconds={max_seconds:g}. "
+                         f"To run it anyway, {how}; or make it smaller (fewer samples, positions "
+                         "or tokens).")
+    if mt.device.type == "cpu" and work.memory_bytes > physical_memory() / 2:
+        raise ValueError(f"This {work.describe(mt.device)}, more than half of this machine's "
+                         f"{physical_memory() / 2**30:.0f} GiB of memory; make it smaller (fewer "
+                         "samples or tokens), or use a machine with more memory.")
