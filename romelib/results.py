@@ -136,13 +136,18 @@ def append_jsonl(path: str | Path, row: dict) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     """Usage: ``write_text(folder / "table.md", text)``: a temporary file, then a rename."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Usage: ``write_bytes(folder / "wiki.test.raw", data)``: a temporary file in the same folder, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False, encoding="utf-8")
+    handle = tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False)
     try:
         with handle:
-            handle.write(text)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(handle.name, 0o644)

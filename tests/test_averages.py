@@ -2,6 +2,7 @@
 the fact loaders and the figure registry."""
 import json
 import math
+import urllib.request
 
 import numpy as np
 import pytest
@@ -119,12 +120,16 @@ def test_known_1000_offline_error_is_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("ROMELIB_SHARED_DATA", str(tmp_path / "absent"))
     monkeypatch.setenv("ROMELIB_CACHE", str(tmp_path / "cache"))
 
+    monkeypatch.delenv("ROMELIB_DATA_MIRROR", raising=False)
+
     def offline(*args, **kwargs):
         raise OSError("network is unreachable")
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
-    with pytest.raises(FileNotFoundError, match="not available offline") as error:
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match="known_1000 is not on this machine") as error:
         data.load_facts("known_1000")
-    assert "load_facts('project')" in str(error.value)
+    message = str(error.value)          # one line: what to run, where to put the file, why
+    assert "\n" not in message and "network is unreachable" in message
+    assert '"python -m romelib.datasets.download known_1000"' in message
 
 
 def test_known_1000_from_shared_data(shared_data):

@@ -119,3 +119,16 @@ def test_table4_records_are_the_held_out_ones_saved_before(shared_data, monkeypa
     assert [r["case_id"] for r in table4.select_records("shared", len(saved))] == saved
     split = counterfact.load_split("shared")
     assert not {r["case_id"] for r in split.tune} & set(saved)
+
+
+def test_the_full_set_holds_out_what_the_sample_was_tuned_on(shared_data, monkeypatch):
+    """Source "full" (all 21,919 records) keeps the sample's tune records out of its held-out part."""
+    monkeypatch.setenv("ROMELIB_SHARED_DATA", str(shared_data))
+    records = counterfact.load_counterfact("shared")
+    tune = {r["case_id"] for r in counterfact.counterfact_split(records, "shared").tune}
+    assert tune == counterfact.SAMPLE_TUNE_CASE_IDS
+    full = counterfact.counterfact_split(records, "full")    # the sample stands in for the full set
+    assert {r["case_id"] for r in full.tune} == tune
+    assert not tune & {r["case_id"] for r in full.held_out}
+    assert len(full.tune) + len(full.held_out) == len(records)
+    assert counterfact.resolve_source("full") == "full"

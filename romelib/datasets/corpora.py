@@ -6,8 +6,8 @@ Usage::
     next(iter(source.documents()))[:60]             # 'Homarus gammarus\\n\\nHomarus gammarus, known as ...'
     wikitext_paragraphs()                           # for TF-IDF (fluency metrics)
 
-Sources: ``"wikitext-2"`` (WikiText-2 raw valid+test, from the shared data folder or,
-when the Hugging Face hub is reachable, through ``datasets``), ``"wikipedia"``
+Sources: ``"wikitext-2"`` (WikiText-2 raw valid+test: the shared data folder, romelib's
+cache, or downloaded once from the Hugging Face hub, see :mod:`romelib.datasets.download`), ``"wikipedia"``
 (``datasets``, hub only), ``"generated"`` (text the model samples itself) and
 ``"file:PATH[,PATH...]"`` for local text files.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 
 from ..core.checks import check_text
 from ..core.generation import generate
-from ..paths import project_data, shared_data_dir
+from ..paths import project_data
+from .download import ReferenceDataMissing, reference_path
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +72,30 @@ def wikitext_articles(lines: Iterator[str]) -> Iterator[str]:
         yield "\n\n".join(article)
 
 
-def _local_wikitext() -> TextSource | None:
-    files = [shared_data_dir() / "text" / f"wiki.{split}.raw" for split in ("valid", "test")]
-    if not all(f.is_file() for f in files):
-        return None
+WIKITEXT_FILES = ("wiki.valid.raw", "wiki.test.raw")
+
+
+def wikitext_files(download: bool = False) -> list[Path]:
+    """WikiText-2's raw validation and test files, from the shared data or romelib's cache.
+
+    Usage: ``wikitext_files()``; ``download=True`` fetches them when they are nowhere.  Raises
+    :class:`romelib.datasets.download.ReferenceDataMissing` (one line) when they are absent.
+    """
+    return [reference_path(name, download=download) for name in WIKITEXT_FILES]
+
+
+def _wikitext() -> TextSource:
+    try:
+        files = wikitext_files(download=True)
+    except ReferenceDataMissing as missing:
+        raise SourceUnavailable(str(missing)) from None
 
     def documents():
         for path in files:
             with open(path, encoding="utf-8") as handle:
                 yield from wikitext_articles(handle)
-    return TextSource("wikitext-2", "WikiText-2 raw valid+test (shared data: text/wiki.valid.raw, "
-                      "text/wiki.test.raw)", documents)   # no machine-specific path in file headers
+    return TextSource("wikitext-2", "WikiText-2 raw valid+test (reference data: wiki.valid.raw, "
+                      "wiki.test.raw)", documents)   # no machine-specific path in file headers
 
 
 def _hub_source(name: str, path: str, config: str, splits: Sequence[str]) -> TextSource:
@@ -93,9 +107,7 @@ def _hub_source(name: str, path: str, config: str, splits: Sequence[str]) -> Tex
 
     def documents():
         for split in splits:
-            rows = datasets.load_dataset(path, config, split=split, streaming=True)
-            lines = (row["text"] for row in rows)
-            yield from (wikitext_articles(lines) if name == "wikitext-2" else lines)
+            yield from (row["text"] for row in datasets.load_dataset(path, config, split=split, streaming=True))
     try:
         next(iter(documents()))
     except Exception as error:  # no network, no hub, dataset moved: all mean "unavailable"
@@ -155,8 +167,7 @@ def text_source(name: str = "wikitext-2", mt=None) -> TextSource:
     """
     check_text("source", name)
     if name == "wikitext-2":
-        return _local_wikitext() or _hub_source(name, "Salesforce/wikitext",
-                                                "wikitext-2-raw-v1", ["validation", "test"])
+        return _wikitext()
     if name == "wikipedia":
         return _hub_source(name, "wikimedia/wikipedia", "20231101.en", ["train"])
     if name.startswith("file:"):
@@ -171,15 +182,19 @@ def text_source(name: str = "wikitext-2", mt=None) -> TextSource:
 
 
 
-def wikitext_paragraphs() -> list[str]:
-    """Paragraphs of WikiText-2 (validation + test) from the shared data, [] when absent.
+def wikitext_paragraphs(download: bool = False) -> list[str]:
+    """Paragraphs of WikiText-2 (validation + test) from the shared data or the cache, [] when absent.
 
-    Usage: ``Tfidf.fit(wikitext_paragraphs(), source="wikitext-2")``.
+    Usage: ``Tfidf.fit(wikitext_paragraphs(), source="wikitext-2")``; ``download=True``
+    fetches the files first when they are nowhere (and still returns [] when that fails).
     """
-    folder = shared_data_dir() / "text"
+    try:
+        files = wikitext_files(download=download)
+    except ReferenceDataMissing as missing:
+        log.info("%s", missing)
+        return []
     paragraphs = []
-    for name in ("wiki.valid.raw", "wiki.test.raw"):
-        if (folder / name).exists():
-            lines = (folder / name).read_text(encoding="utf-8").split("\n")
-            paragraphs += [p.strip() for p in lines if p.strip() and not p.strip().startswith("=")]
+    for path in files:
+        lines = path.read_text(encoding="utf-8").split("\n")
+        paragraphs += [p.strip() for p in lines if p.strip() and not p.strip().startswith("=")]
     return paragraphs

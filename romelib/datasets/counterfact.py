@@ -4,6 +4,7 @@ Usage::
 
     records = romelib.load_counterfact()              # shared CounterFact sample, else data/
     records = romelib.load_counterfact("project")     # the project's own cases
+    records = romelib.load_counterfact("full")        # all 21,919 records (downloaded once)
     romelib.validate_record(records[0])               # ValueError saying what is wrong
     split = load_split("shared")                      # the one tune / held-out split
 
@@ -19,9 +20,12 @@ that test it::
      "attribute_prompts":    [...],   # other subjects with target_new      -> reference text
      "generation_prompts":   [...]}   # open prompts about the subject      -> GE, RS
 
-The reference sample (500 records of the 21,919) lives in ``../shared/data/counterfact``
-(or ``$ROMELIB_SHARED_DATA/counterfact``) and is never copied here; the project's own
-CounterFact-style cases are ``data/counterfact_cases.json``.
+Sources: ``"shared"`` (alias ``"counterfact"``) is the reference sample, 500 records of the
+21,919, found in ``../shared/data/counterfact`` (or ``$ROMELIB_SHARED_DATA/counterfact``) or
+in romelib's cache, never copied here; ``"full"`` is the whole set, from the same places or
+downloaded once from the authors' site (``python -m romelib.datasets.download counterfact``);
+``"project"`` is the project's own CounterFact-style cases, ``data/counterfact_cases.json``.
+Where a reference file is, is :func:`romelib.datasets.download.reference_path`'s answer.
 """
 from __future__ import annotations
 
@@ -30,11 +34,12 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import project_data, shared_data_dir
+from ..paths import project_data
+from .counterfact_schema import PROMPT_LISTS, validate_record, validate_records  # noqa: F401  (public here)
+from .download import ReferenceDataMissing, reference_path
 
-SHARED_FILE = Path("counterfact") / "counterfact_500.json"
-PROMPT_LISTS = ("paraphrase_prompts", "neighborhood_prompts", "attribute_prompts",
-                "generation_prompts")
+SAMPLE_FILE = "counterfact_500.json"     # the shared sample (source "shared")
+FULL_FILE = "counterfact.json"           # the whole set (source "full")
 
 
 def project_cases_path() -> Path:
@@ -43,20 +48,17 @@ def project_cases_path() -> Path:
 
 
 def counterfact_path(source: str | Path = "auto") -> Path:
-    """Where the records of ``source`` live: ``"shared"``, ``"project"``, ``"auto"`` or a file.
+    """Where the records of ``source`` live: ``"shared"``, ``"full"``, ``"project"``, ``"auto"`` or a file.
 
     Usage: ``counterfact_path("auto")`` -> the shared sample when present, else data/.
+    ``"full"`` downloads CounterFact once when it is neither in the mirror nor in the cache.
     """
-    shared = shared_data_dir() / SHARED_FILE
     if source == "auto":
-        return shared if shared.exists() else project_cases_path()
+        return _sample_path() or project_cases_path()
     if source in ("shared", "counterfact"):
-        if not shared.exists():
-            raise FileNotFoundError(
-                f"The CounterFact sample {shared} is absent. Set ROMELIB_SHARED_DATA to the "
-                "folder holding counterfact/counterfact_500.json, or use source='project' "
-                "for the project's own cases in data/counterfact_cases.json.")
-        return shared
+        return reference_path(SAMPLE_FILE, download=False)
+    if source == "full":
+        return reference_path(FULL_FILE)
     if source == "project":
         if not project_cases_path().exists():
             raise FileNotFoundError(f"The project's cases {project_cases_path()} are missing; restore "
@@ -64,9 +66,16 @@ def counterfact_path(source: str | Path = "auto") -> Path:
         return project_cases_path()
     path = Path(source).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"No CounterFact file at {path}; pass 'shared', 'project', "
+        raise FileNotFoundError(f"No CounterFact file at {path}; pass 'shared', 'project', 'full', "
                                 "'auto' or the path of a JSON list of records.")
     return path
+
+
+def _sample_path() -> Path | None:
+    try:
+        return reference_path(SAMPLE_FILE, download=False)
+    except ReferenceDataMissing:
+        return None
 
 
 def load_counterfact(source: str | Path = "auto", n: int | None = None,
@@ -83,52 +92,8 @@ def load_counterfact(source: str | Path = "auto", n: int | None = None,
     if not isinstance(records, list):
         raise ValueError(f"{path} should hold a JSON list of records, not a {type(records).__name__}.")
     if validate:
-        for index, record in enumerate(records):
-            validate_record(record, where=f"{path.name}[{index}]")
-        ids = [r["case_id"] for r in records]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"{path}: case_id values are not unique.")
+        validate_records(records, where=path.name)
     return records[:n] if n is not None else records
-
-
-def validate_record(record: dict, where: str = "record") -> dict:
-    """Check one record against the CounterFact schema; returns it unchanged.
-
-    Usage: ``validate_record(record)``; raises ``ValueError`` naming the bad field.
-    """
-    def fail(message):
-        raise ValueError(f"{where}: {message}")
-
-    if not isinstance(record, dict):
-        fail(f"a record is a dict, not {type(record).__name__}.")
-    for key in ("case_id", "requested_rewrite", *PROMPT_LISTS):
-        if key not in record:
-            fail(f"missing field {key!r}; a CounterFact record has case_id, requested_rewrite, "
-                 + ", ".join(PROMPT_LISTS) + ".")
-    rewrite = record["requested_rewrite"]
-    if not isinstance(rewrite, dict):
-        fail("requested_rewrite must be a dict with prompt, subject, target_new, target_true.")
-    for key in ("prompt", "subject", "target_new", "target_true"):
-        if key not in rewrite:
-            fail(f"requested_rewrite lacks {key!r}.")
-    if not isinstance(rewrite["prompt"], str) or "{}" not in rewrite["prompt"]:
-        fail(f"requested_rewrite.prompt {rewrite['prompt']!r} needs '{{}}' where the subject goes.")
-    if not isinstance(rewrite["subject"], str) or not rewrite["subject"].strip():
-        fail("requested_rewrite.subject is empty.")
-    for key in ("target_new", "target_true"):
-        target = rewrite[key]
-        text = target.get("str") if isinstance(target, dict) else None
-        if not (isinstance(text, str) and text.strip()):
-            fail(f"requested_rewrite.{key} must look like {{'str': 'Paris'}}, got {target!r}.")
-    if rewrite["target_new"]["str"].strip() == rewrite["target_true"]["str"].strip():
-        fail(f"target_new and target_true are both {rewrite['target_new']['str']!r}.")
-    for key in PROMPT_LISTS:
-        prompts = record[key]
-        if not isinstance(prompts, list) or not prompts:
-            fail(f"{key} must be a non-empty list of prompt strings.")
-        if not all(isinstance(p, str) and p.strip() for p in prompts):
-            fail(f"{key} holds an empty or non-string prompt.")
-    return record
 
 
 def rewrite_prompt(record: dict) -> str:
@@ -158,6 +123,14 @@ def shuffled(records: list[dict], seed: int = 0) -> list[dict]:
 TUNE_FIRST = 50
 TUNE_DRAWN = 20
 SPLIT_SEED = 0
+# The same tune records by case_id, so that the full set's split holds them out too
+# (tests/test_counterfact.py checks them against the sample).
+SAMPLE_TUNE_CASE_IDS = frozenset((
+    212, 819, 869, 976, 1041, 1423, 2848, 3039, 3070, 3169, 3349, 3358, 3368, 3648, 3965, 4090, 4572,
+    5094, 5231, 5854, 6515, 7055, 7164, 7223, 7314, 7623, 7962, 8024, 8666, 8667, 8679, 8703, 9012,
+    9105, 9115, 9810, 10286, 10885, 11029, 11149, 11270, 11763, 11861, 12403, 12449, 13746, 13825,
+    13848, 14719, 15054, 16559, 17570, 17571, 17856, 17870, 18390, 18521, 18918, 19309, 19349, 19498,
+    19543, 19726, 19782, 20952, 21295, 21737))
 
 
 @dataclass(frozen=True)
@@ -181,13 +154,18 @@ def counterfact_split(records: list[dict], source: str = "shared") -> CounterFac
 
     Usage: ``counterfact_split(load_counterfact("shared"), "shared").held_out``.  For the
     shared CounterFact sample, ``tune`` is its first ``TUNE_FIRST`` records plus the first
-    ``TUNE_DRAWN`` of a seed-0 shuffle; the project's own cases (and any other file) were
-    never used for a choice, so all of them are held out.
+    ``TUNE_DRAWN`` of a seed-0 shuffle; for the full set (``"full"``), ``tune`` is those same
+    records (``SAMPLE_TUNE_CASE_IDS``) and ``held_out`` the others in a seed-0 shuffle; the
+    project's own cases (and any other file) were never used for a choice, so all of them
+    are held out.
     """
-    if source not in ("shared", "counterfact"):
+    if source not in ("shared", "counterfact", "full"):
         return CounterFactSplit(source, [], list(records))
     drawn = shuffled(records, SPLIT_SEED)
-    tune_ids = {r["case_id"] for r in records[:TUNE_FIRST]} | {r["case_id"] for r in drawn[:TUNE_DRAWN]}
+    if source == "full":
+        tune_ids = SAMPLE_TUNE_CASE_IDS
+    else:
+        tune_ids = {r["case_id"] for r in records[:TUNE_FIRST]} | {r["case_id"] for r in drawn[:TUNE_DRAWN]}
     return CounterFactSplit(source, [r for r in records if r["case_id"] in tune_ids],
                             [r for r in drawn if r["case_id"] not in tune_ids])
 
@@ -195,7 +173,7 @@ def counterfact_split(records: list[dict], source: str = "shared") -> CounterFac
 def resolve_source(source: str | Path) -> str:
     """Usage: ``resolve_source("auto")`` -> ``"shared"`` when the sample is here, else ``"project"``."""
     if source == "auto":
-        return "shared" if (shared_data_dir() / SHARED_FILE).exists() else "project"
+        return "shared" if _sample_path() else "project"
     return "shared" if source == "counterfact" else str(source)
 
 

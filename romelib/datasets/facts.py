@@ -9,21 +9,20 @@ Usage::
 Both files use ROME's format: ``{"known_id", "subject", "attribute", "template", "prompt",
 "relation_id", ...}`` with ``prompt == template.format(subject)``.  ``known_1000`` is read
 from the reference data folder (``$ROMELIB_SHARED_DATA`` or ``../shared/data``), else from
-romelib's cache folder, else downloaded once from the ROME authors' site.
+romelib's cache folder, else downloaded once from the ROME authors' site
+(:func:`romelib.datasets.download.reference_path`).
 """
 from __future__ import annotations
 
 import json
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from ..core.tokens import next_token_probs, target_tokens
-from ..paths import cache_dir, project_data, shared_data_dir
-
-KNOWN_1000_URL = "https://rome.baulab.info/data/dsets/known_1000.json"
+from ..paths import project_data
+from .download import reference_path
 
 
 @dataclass(frozen=True)
@@ -53,31 +52,14 @@ class Fact:
         return asdict(self)
 
 
-
 def known_1000_path(download: bool = True) -> Path:
     """Where ``known_1000.json`` is: shared data, romelib's cache, or downloaded now.
 
-    Usage: ``json.loads(known_1000_path().read_text())``.
+    Usage: ``json.loads(known_1000_path().read_text())``; raises
+    :class:`romelib.datasets.download.ReferenceDataMissing` (a ``FileNotFoundError`` whose
+    message is one line saying what to run) when it is nowhere and cannot be downloaded.
     """
-    for path in (shared_data_dir() / "known" / "known_1000.json",
-                 cache_dir() / "data" / "known_1000.json"):
-        if path.is_file():
-            return path
-    target = cache_dir() / "data" / "known_1000.json"
-    if not download:
-        raise FileNotFoundError(f"known_1000.json is neither in {shared_data_dir()} nor in {target}.")
-    try:
-        with urllib.request.urlopen(KNOWN_1000_URL, timeout=30) as response:
-            records = json.loads(response.read().decode("utf-8"))
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(
-            f"ROME's known_1000.json is not available offline here and downloading it from "
-            f"{KNOWN_1000_URL} failed ({error}). Either put the file at "
-            f"{shared_data_dir() / 'known' / 'known_1000.json'} (or set ROMELIB_SHARED_DATA), "
-            f"or use the project's own list: load_facts('project').") from error
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(records))
-    return target
+    return reference_path("known_1000.json", download=download)
 
 
 def load_fact_records(source: str | Path = "project") -> list[dict]:

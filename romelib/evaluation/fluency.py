@@ -30,7 +30,7 @@ from ..core.generation import generate
 from ..core.tokens import continuation_text
 from ..datasets.corpora import wikitext_paragraphs
 from ..datasets.counterfact import targets
-from ..paths import shared_data_dir
+from ..datasets.download import missing_message
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Tfidf:
 
 
 def default_tfidf(fallback_documents: Iterable[str] = ()) -> Tfidf:
-    """IDF fitted on WikiText-2 paragraphs; without the shared data, on ``fallback_documents``.
+    """IDF fitted on WikiText-2 paragraphs; without them (shared data or cache), on ``fallback_documents``.
 
     Usage: ``tfidf = default_tfidf([p for r in records for p in r["attribute_prompts"]])``.
     The fallback is logged and recorded in ``tfidf.source``: its numbers are not
@@ -116,10 +116,10 @@ def default_tfidf(fallback_documents: Iterable[str] = ()) -> Tfidf:
         return Tfidf.fit(paragraphs, source="wikitext-2 (valid+test paragraphs)")
     fallback = list(fallback_documents)
     if not fallback:
-        raise FileNotFoundError("WikiText-2 is absent from the shared data and no fallback "
-                                "documents were given to fit TF-IDF on.")
-    log.warning("WikiText-2 not found under %s; fitting TF-IDF on %d fallback documents.",
-                shared_data_dir() / "text", len(fallback))
+        raise FileNotFoundError(f"{missing_message('wikitext-2')}, and no fallback documents were "
+                                "given to fit TF-IDF on")
+    log.warning("%s; fitting TF-IDF on %d fallback documents instead.", missing_message("wikitext-2"),
+                len(fallback))
     return Tfidf.fit(fallback, source=f"fallback ({len(fallback)} documents)")
 
 

@@ -263,7 +263,8 @@ def main(argv=None) -> None:
     """``python -m romelib.experiments.table4 --records shared --n 100``: compute and save Table 4."""
     parser = runner_parser("Table 4 (CounterFact) on one model, resumable.")
     parser.add_argument("--records", default="shared",
-                        help="shared | project | auto | path to a JSON file")
+                        help="shared (the 500-record sample) | full (all of CounterFact, downloaded "
+                             "once) | project | auto | path to a JSON file")
     parser.add_argument("--n", type=int, default=None, help="number of records (default: all)")
     parser.add_argument("--name", default=None, help="results folder suffix (default from --records)")
     parser.add_argument("--methods", default=",".join(METHODS))
@@ -279,7 +280,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     source = resolve_source(args.records)
-    name = args.name or {"shared": "counterfact", "project": "project"}.get(source) or Path(source).stem
+    folder_names = {"shared": "counterfact", "full": "counterfact_full", "project": "project"}
+    name = args.name or folder_names.get(source) or Path(source).stem
     folder = results_folder(name)
     methods = tuple(args.methods.split(","))
     unknown = sorted(set(methods) - set(METHODS))
