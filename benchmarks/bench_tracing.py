@@ -1,28 +1,39 @@
-"""Causal tracing: the fast engine against the straightforward one, side by side.
+"""Causal tracing: the fast engine against the authors' algorithm, side by side, in one run.
 
-    python benchmarks/bench_tracing.py                     # default model, 10 samples, 3 kinds
-    python benchmarks/bench_tracing.py --threads 1 --ablation
+    python benchmarks/bench_tracing.py                          # 3 facts x 3 kinds, 10 samples
+    python benchmarks/bench_tracing.py --facts 0 --kinds hidden --profile
 
-For one fact (the paper's Space Needle), each kind ("hidden", "mlp", "attn") is traced by
-both engines in this one process with the same noise, the same seed and the same settings,
-alternating fast/reference so that a busy machine slows both alike.  Printed: wall-clock
-and CPU seconds (this process's CPU time, the fairer measure on a shared machine, exact
-with ``--threads 1``) per engine and kind, the ratios, and the largest absolute difference
-between the two score tables.  ``--ablation`` also times the fast engine without the key/value prefix cache
-(every position fed), to show what skipping earlier positions is worth.
+The baseline is ``romelib.trace(..., engine="reference")``, which does what the authors'
+``calculate_hidden_flow`` / ``trace_with_patch`` do: for every (position, layer) one
+forward pass of ``samples + 1`` rows (the clean run and the corrupted samples) through the
+whole model, logits over the whole vocabulary at every position.  Both engines get the same
+corruption (sigma measured once, as the authors' script does once per run), the same noise
+draw and seed; they alternate, so a busy machine slows both alike.  For each fact and kind
+the script prints both times, the ratio, the largest difference between the two score
+tables, and the floating-point work each engine does (``romelib.tracing.trace.trace_work``),
+whose ratio bounds what any engine doing the same exact computation at the same speed can
+gain.  ``--profile`` prints where the fast engine's time goes.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import time
 
 import torch
 
 import romelib
-from romelib.core.tokens import encode, find_subject_range
-from romelib.tracing.corruption import corrupt_embeddings, make_corruption
-from romelib.tracing.fast import fast_scores
+from romelib.core.tokens import encode
+from romelib.tracing.reference import answer_ids
+from romelib.tracing.trace import trace_work
+
+FACTS = [  # three lengths: a 2-token subject at the start, the paper's example, a long subject
+    ("Michael Jordan plays the sport of", "Michael Jordan"),
+    ("The Space Needle is located in the city of", "Space Needle"),
+    ("The Leaning Tower of Pisa is in the city of", "Leaning Tower of Pisa"),
+]
 
 
 def timed(function):
@@ -32,76 +43,73 @@ def timed(function):
     return value, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def work(mt, prompt, subject, kind, samples, engine) -> float:
+    ids = encode(mt, prompt)
+    start = romelib.find_subject_range(mt, prompt, subject)[0]
+    scored = len(answer_ids(mt, prompt, None))
+    return trace_work(mt, len(ids) + scored - 1, scored, range(len(ids)), (start, start + 1), kind,
+                      samples, engine).flops
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prompt", default="The Space Needle is located in the city of")
-    parser.add_argument("--subject", default="Space Needle")
+    parser.add_argument("--facts", default="0,1,2", help="indices into FACTS")
+    parser.add_argument("--kinds", nargs="+", default=["hidden", "mlp", "attn"])
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--window", type=int, default=10)
-    parser.add_argument("--kinds", nargs="+", default=["hidden", "mlp", "attn"])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--ablation", action="store_true",
-                        help="also time the fast engine without the prefix cache")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--profile", action="store_true", help="profile the fast engine")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-
     mt = romelib.load_model()
-    corruption = make_corruption(mt, "gaussian", 3.0)
-    trace = dict(samples=args.samples, window=args.window, corruption=corruption, seed=0)
-    romelib.trace(mt, args.prompt, args.subject, positions=[-1], **trace)   # warm-up
+    corruption = romelib.make_corruption(mt, "gaussian", 3.0)
+    options = dict(samples=args.samples, window=args.window, corruption=corruption, seed=0,
+                   max_seconds=None)
+    romelib.trace(mt, *FACTS[1], positions=[-1], **{**options, "samples": 2})   # warm-up
     print(f"{mt.name}, torch threads {torch.get_num_threads()}, {args.samples} samples, "
-          f"window {args.window}, {corruption.describe()}, prompt {args.prompt!r}")
+          f"window {args.window}, {corruption.describe()}")
     rows = []
-    for kind in args.kinds:
-        fast, fast_s, fast_cpu = timed(lambda kind=kind: romelib.trace(
-            mt, args.prompt, args.subject, kind=kind, **trace))
-        reference, reference_s, reference_cpu = timed(lambda kind=kind: romelib.trace(
-            mt, args.prompt, args.subject, kind=kind, engine="reference", **trace))
-        row = {"kind": kind, "fast_s": fast_s, "reference_s": reference_s,
-               "fast_cpu_s": fast_cpu, "reference_cpu_s": reference_cpu,
-               "ratio_wall": reference_s / fast_s, "ratio_cpu": reference_cpu / fast_cpu,
-               "max_abs_difference": float((fast.scores - reference.scores).abs().max()),
-               "low_difference": abs(fast.low_score - reference.low_score)}
-        if args.ablation:
-            _, row["fast_no_prefix_s"], row["fast_no_prefix_cpu_s"] = timed(
-                lambda kind=kind: _without_prefix(mt, args, kind, corruption))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    total = {key: sum(row[key] for row in rows)
-             for key in ("fast_s", "reference_s", "fast_cpu_s", "reference_cpu_s")}
-    worst = max(row["max_abs_difference"] for row in rows)
-    extra = " fast, no prefix cache: wall / CPU (s) |" if args.ablation else ""
-    print(f"\n| kind | reference: wall / CPU (s) | fast: wall / CPU (s) | ratio wall / CPU | "
-          f"max abs difference |{extra}")
-    print("| --- | --- | --- | --- | --- |" + (" --- |" if args.ablation else ""))
-    for row in rows:
-        print(f"| {row['kind']} | {row['reference_s']:.1f} / {row['reference_cpu_s']:.1f} | "
-              f"{row['fast_s']:.1f} / {row['fast_cpu_s']:.1f} | "
-              f"{row['ratio_wall']:.1f}x / {row['ratio_cpu']:.1f}x | {row['max_abs_difference']:.1e} |"
-              + (f" {row['fast_no_prefix_s']:.1f} / {row['fast_no_prefix_cpu_s']:.1f} |"
-                 if args.ablation else ""))
-    print(f"| all | {total['reference_s']:.1f} / {total['reference_cpu_s']:.1f} | "
-          f"{total['fast_s']:.1f} / {total['fast_cpu_s']:.1f} | "
-          f"{total['reference_s'] / total['fast_s']:.1f}x / "
-          f"{total['reference_cpu_s'] / total['fast_cpu_s']:.1f}x | {worst:.1e} |"
-          + (" |" if args.ablation else ""))
-    print(f"\nfast engine over all kinds: {total['reference_s'] / total['fast_s']:.1f}x faster "
-          f"(wall), {total['reference_cpu_s'] / total['fast_cpu_s']:.1f}x (CPU); largest "
-          f"difference of scores {worst:.1e} (targets: >= 8x, <= 1e-4)")
+    for index in (int(i) for i in args.facts.split(",")):
+        prompt, subject = FACTS[index]
+        for kind in args.kinds:
+            if args.profile:
+                profiler = cProfile.Profile()
+                profiler.enable()
+            fast, fast_s, fast_cpu = timed(lambda p=prompt, s=subject, k=kind: romelib.trace(
+                mt, p, s, kind=k, **options))
+            if args.profile:
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(15)
+            slow, slow_s, slow_cpu = timed(lambda p=prompt, s=subject, k=kind: romelib.trace(
+                mt, p, s, kind=k, engine="reference", **options))
+            row = {"fact": subject, "tokens": len(fast.tokens), "subject_tokens":
+                   fast.subject_range[1] - fast.subject_range[0], "kind": kind,
+                   "fast_s": fast_s, "reference_s": slow_s, "fast_cpu_s": fast_cpu,
+                   "reference_cpu_s": slow_cpu, "ratio": slow_s / fast_s,
+                   "ratio_cpu": slow_cpu / fast_cpu,
+                   "flop_ratio": work(mt, prompt, subject, kind, args.samples, "reference")
+                   / work(mt, prompt, subject, kind, args.samples, "fast"),
+                   "max_abs_difference": float((fast.scores - slow.scores).abs().nan_to_num().max()),
+                   "low_difference": abs(fast.low_score - slow.low_score)}
+            rows.append(row)
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}),
+                  flush=True)
+    print("\n| fact (tokens, subject tokens) | kind | authors' algorithm (s) | fast (s) | ratio wall / CPU "
+          "| FLOP ratio | max abs difference |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['fact']} ({r['tokens']}, {r['subject_tokens']}) | {r['kind']} | {r['reference_s']:.1f} "
+              f"| {r['fast_s']:.1f} | {r['ratio']:.1f}x / {r['ratio_cpu']:.1f}x | {r['flop_ratio']:.1f}x "
+              f"| {r['max_abs_difference']:.1e} |")
+    total_slow, total_fast = sum(r["reference_s"] for r in rows), sum(r["fast_s"] for r in rows)
+    print(f"\nall: {total_slow:.0f} s vs {total_fast:.0f} s, {total_slow / total_fast:.1f}x; smallest "
+          f"ratio {min(r['ratio'] for r in rows):.1f}x; largest score difference "
+          f"{max(r['max_abs_difference'] for r in rows):.1e}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"rows": rows, "total": total, "threads": torch.get_num_threads(),
-                       "samples": args.samples}, handle, indent=1)
-
-
-def _without_prefix(mt, args, kind, corruption):
-    ids = torch.tensor([encode(mt, args.prompt)], device=mt.device)
-    embeddings = corrupt_embeddings(mt, corruption, args.prompt, args.subject, args.samples, 0)
-    target_id = romelib.next_token_probs(mt, args.prompt)[0].argmax().item()
-    return fast_scores(mt, ids, embeddings, find_subject_range(mt, args.prompt, args.subject),
-                       target_id, kind, args.window, None, range(ids.shape[1]), use_prefix=False)
+            json.dump({"rows": rows, "threads": torch.get_num_threads()}, handle, indent=1)
 
 
 if __name__ == "__main__":

@@ -144,15 +144,15 @@ def edit_variants(mt, record: dict, hparams: ROMEHyperParams, variants: list[dic
     prefixes = context_prefixes(mt, hparams.context_lengths, hparams.contexts_per_length)
     keys = compute_keys(mt, request, hparams, prefixes)
     value = compute_value(mt, request, hparams, prefixes)
-    moments = {}                                    # C for each token count the variants use
+    moments = {}                                    # C for each (text, token count) the variants use
     rows = []
     for variant in variants:
         changed = dataclasses.replace(hparams, **variant)
-        if changed.mom2_max_tokens not in moments and not changed.identity_covariance:
-            moments[changed.mom2_max_tokens] = key_statistics(
-                mt, changed.layer, changed.mom2_source, changed.mom2_max_tokens).mom2
+        key = (changed.mom2_source, changed.mom2_max_tokens)
+        if key not in moments and not changed.identity_covariance:
+            moments[key] = key_statistics(mt, changed.layer, *key).mom2
         result = rome_result(mt, request, changed, prefixes, keys, value,
-                             None if changed.identity_covariance else moments[changed.mom2_max_tokens])
+                             None if changed.identity_covariance else moments[key])
         (change,) = result.deltas.values()
         with EditHandle(mt, request, "rome", changed, result):
             rows.append({**record_scores(mt, record), "final_nll": value.losses[-1]["nll"],

@@ -2,12 +2,14 @@
 
 Usage::
 
-    from romelib.widgets import Explorer
+    from romelib.plots.widgets import Explorer
     explorer = Explorer(mt)          # facts from data/known_facts.json
     explorer                         # shows the controls, the heatmap and the effect plot
 
-Pick a fact or type a prompt and its subject; choose the corruption and its level, the
-kind of state restored, the number of noise samples and a layer.  Every change re-renders
+Pick a fact or type a prompt and its subject; choose the corruption and its level (disabled
+for the corruptions that have none), the kind of state restored and, for MLP or attention,
+the window; the target (the model's prediction or an answer you type); the number of noise
+samples and a layer.  Every change re-renders
 (the status line says when it is busy).  Traces are cached, so moving the layer slider
 only redraws.  Bad input, such as a subject that is not in the prompt, is shown as a
 message in the output area.
@@ -21,11 +23,12 @@ import matplotlib.pyplot as plt
 
 from ..datasets.facts import load_facts
 from ..paths import project_data
-from ..tracing.corruption import CORRUPTIONS, embedding_sigma, make_corruption
+from ..tracing.corruption import CORRUPTIONS, NOISY, embedding_sigma, make_corruption
 from ..tracing.trace import KINDS, trace
 from .figures import COLORS, figure_png, plot_trace, token_labels
 
 OWN = "(type your own prompt and subject)"
+PREDICTION, TYPED = "the model's prediction", "a typed answer"
 
 
 class Explorer:
@@ -58,21 +61,27 @@ class Explorer:
                                          continuous_update=False)
         self.kind = widgets.ToggleButtons(options=list(KINDS), value="hidden",
                                           description="restore", style=style)
+        self.window = widgets.IntSlider(value=window, min=1, max=mt.num_layers, description="window",
+                                        style=style, continuous_update=False, disabled=True)
+        self.target_choice = widgets.ToggleButtons(options=[PREDICTION, TYPED], value=PREDICTION,
+                                                   description="target", style=style)
+        self.target = widgets.Text("", description="answer", style=style, disabled=True,
+                                   continuous_update=False, placeholder="e.g. Seattle")
         self.samples = widgets.IntSlider(value=samples, min=1, max=20, description="samples",
                                          style=style, continuous_update=False)
         self.layer = widgets.IntSlider(value=mt.num_layers // 2, min=0, max=mt.num_layers - 1,
                                        description="layer", style=style, continuous_update=False)
-        self.window = window
         self.status = widgets.HTML()
         self.message = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="1000px"))
         self.widget = widgets.VBox([
             self.fact, self.prompt, self.subject,
-            widgets.HBox([self.corruption, self.noise]), self.kind,
+            widgets.HBox([self.corruption, self.noise]), self.kind, self.window,
+            widgets.HBox([self.target_choice, self.target]),
             widgets.HBox([self.samples, self.layer]), self.status, self.message, self.image])
         self.fact.observe(self._on_fact, names="value")
         for control in (self.prompt, self.subject, self.corruption, self.noise, self.kind,
-                        self.samples, self.layer):
+                        self.samples, self.layer, self.window, self.target_choice, self.target):
             control.observe(self._on_change, names="value")
         self.render()
 
@@ -89,6 +98,9 @@ class Explorer:
         self.render()
 
     def _on_change(self, change):
+        self.noise.disabled = self.corruption.value not in NOISY      # zero / replace: no level
+        self.window.disabled = self.kind.value == "hidden"            # one state, no window
+        self.target.disabled = self.target_choice.value != TYPED
         if not getattr(self, "_holding", False):
             self.render()
 
@@ -111,13 +123,19 @@ class Explorer:
 
     def current_trace(self):
         """The trace for the current controls (computed once per setting, then cached)."""
+        target = self.target.value.strip() if self.target_choice.value == TYPED else None
+        if self.target_choice.value == TYPED and not target:
+            raise ValueError("Type the answer to trace, or choose the model's prediction as target.")
         key = (self.prompt.value, self.subject.value, self.corruption.value, self.noise.value,
-               self.kind.value, self.samples.value)
+               self.kind.value, self.samples.value, self.window.value, target)
         if key not in self._cache:
+            if self.corruption.value in NOISY and self.noise.value == 0:
+                raise ValueError("With noise 0 the subject is not corrupted: the corrupted run is the "
+                                 "clean run, and there is nothing to restore. Move the noise above 0.")
             corruption = make_corruption(self.mt, self.corruption.value, self.noise.value,
                                          sigma=self.sigma)
             self._cache[key] = trace(self.mt, key[0], key[1], kind=key[4], samples=key[5],
-                                     window=self.window, corruption=corruption)
+                                     window=key[6], corruption=corruption, target=target)
         return self._cache[key]
 
     def render(self) -> None:
