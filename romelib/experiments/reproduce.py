@@ -1,34 +1,45 @@
-"""Regenerate every figure of the collection as PNG, headless.
+"""Regenerate every figure and table of the collection, headless, saying what each is drawn from.
 
 Usage::
 
-    python -m romelib.experiments.reproduce                  # all figures -> figures/*.png
+    python -m romelib.experiments.reproduce                  # all -> figures/*.png (+ table4 .md)
     python -m romelib.experiments.reproduce --only figure1_causal_traces --fast
-    python -m romelib.experiments.reproduce --list
+    python -m romelib.experiments.reproduce --list           # names and the saved runs behind them
+    python -m romelib.experiments.reproduce --recompute --results /tmp/fresh   # rerun, then draw
 
-Each figure is a function ``figure(context) -> Figure`` in ``FIGURES``, named after the
-paper's figures (``figure1_causal_traces``...).  Figures computed from saved results
-(``data/``) need no model; the ``context`` loads the model only when a figure asks for
-``context.model``.
+Each entry of ``FIGURES`` is a function ``figure(context) -> (Figure, what it used)``, named
+after the paper's figures and tables (``figure1_causal_traces``, ``table4_counterfact``...).
+Figures drawn from saved runs (``data/``) need no model; the ``context`` loads the model only
+when a figure asks for ``context.model``.  ``--recompute`` first reruns the experiments
+behind the saved runs (``RECOMPUTE``): into a fresh folder with ``--results``, or into
+``data/``, where the runs resume.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from ..core.hparams import load_hparams
-from ..core.models import load_model
+from ..core.models import DEFAULT_MODEL, load_model
 from ..editing.rome import ROMEHyperParams
 from ..paths import PACKAGE_DIR, results_dir
 from ..plots.figures import plot_average_effects, plot_layer_curves, plot_severed, plot_traces
-from ..results import read_jsonl
+from ..results import read_json, read_jsonl, write_text
 from ..tracing.averages import averages_from_summary
 from ..tracing.trace import KINDS, trace
 from .averages import load_summary
+from .averages import run_path as averages_run_path
+from .table4 import LABELS, markdown, markdown_comparisons
+from .table4 import METHODS as table4_methods
+from .table4 import load_summary as load_table4_summary
 from .where_to_edit import EDIT_KEY, layer_curves
 from .where_to_edit import RESULTS as WHERE_TO_EDIT
 
@@ -57,18 +68,20 @@ def figure1(context):
     """Figure 1 (e, f, g): the three traces of the Space Needle fact."""
     prompt, subject = SPACE_NEEDLE
     samples = 3 if context.fast else 10
-    return plot_traces([trace(context.model, prompt, subject, kind=kind, samples=samples)
-                        for kind in KINDS])
+    fig = plot_traces([trace(context.model, prompt, subject, kind=kind, samples=samples)
+                       for kind in KINDS])
+    return fig, f"computed now: {context.model_name or DEFAULT_MODEL}, {samples} noise samples"
 
 
 def figure2(context):
     """Figure 2: average indirect effects of the saved full run."""
     summary = load_summary()
     settings = summary["settings"]
-    return plot_average_effects(
+    fig = plot_average_effects(
         {kind: averages_from_summary(summary, kind) for kind in summary["kinds"]},
         title=f"{settings['model']}: average indirect effects over {settings['facts_traced']} "
               f"known facts of {settings['source']} ({settings['corruption']})")
+    return fig, _tracing_used(summary)
 
 
 def figure3(context):
@@ -79,7 +92,13 @@ def figure3(context):
                  title=f"{summary['settings']['model']}, {summary['settings']['facts_traced']} "
                        "facts: restoring the last subject token's state")
     fig.tight_layout()
-    return fig
+    return fig, _tracing_used(summary)
+
+
+def _tracing_used(summary: dict) -> str:
+    settings = summary["settings"]
+    return (f"saved run {averages_run_path(settings['model'], settings['source'])}: "
+            f"{settings['facts_traced']} of {settings['facts_selected']} facts ({settings['command']})")
 
 
 def figure5(context):
@@ -89,9 +108,12 @@ def figure5(context):
         raise FileNotFoundError(f"No saved sweep in {WHERE_TO_EDIT}; run python -m "
                                 "romelib.experiments.where_to_edit.")
     facts = len({r["case_id"] for r in rows})
-    return plot_layer_curves(layer_curves(rows), None,
-                             f"ROME at each layer of {context.model_name or 'gemma-3-270m'} "
-                             f"(saved sweep, {facts} facts)")
+    kl_token = read_json(WHERE_TO_EDIT / "settings.json", {}).get("rome", {}).get("kl_token", "fact")
+    fig = plot_layer_curves(layer_curves(rows), None,
+                            f"ROME at each layer of {context.model_name or 'gemma-3-270m'} "
+                            f"(saved sweep, {facts} facts; KL term at the {kl_token} token)")
+    command = read_json(WHERE_TO_EDIT / "summary.json", {}).get("command", "?")
+    return fig, f"saved sweep {WHERE_TO_EDIT}: {len(rows)} edits of {facts} facts ({command})"
 
 
 def figure_edit_layer_sweep(context):
@@ -134,14 +156,53 @@ def figure_edit_layer_sweep(context):
     fig.suptitle("ROME on Gemma 3 270M: where to edit (tune split of the shared CounterFact sample)",
                  fontsize=10)
     fig.tight_layout()
-    return fig
+    return fig, f"saved sweep {path}: {len(rows)} rows (python -m romelib.experiments.edit_layer_sweep)"
+
+
+def table4(context):
+    """Table 4 on held-out CounterFact records, as Markdown and as a bar chart, from the saved run."""
+    summary = load_table4_summary("counterfact")
+    table = summary["table"]
+    methods = [m for m in table4_methods if m in table]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), dpi=110, sharey=True)
+    for ax, metric in zip(axes, ("S", "ES", "PS", "NS")):
+        means = [table[m][metric][0] for m in methods]
+        cis = [table[m][metric][1] for m in methods]
+        ax.bar(range(len(methods)), means, yerr=cis, color="tab:blue", capsize=2)
+        ax.set_xticks(range(len(methods)), [LABELS[m] for m in methods], rotation=40, ha="right",
+                      fontsize=7)
+        ax.set_title(metric)
+    axes[0].set_ylabel("percent (95% CI)")
+    fig.suptitle(f"Table 4 on {summary['model']}: {summary['records_done']} held-out CounterFact "
+                 "records", fontsize=10)
+    fig.tight_layout()
+    text = markdown(table) + "\n\n" + markdown_comparisons(summary["comparisons"])
+    used = (f"saved run data/results/table4_counterfact: {summary['records_done']} of "
+            f"{summary['records_requested']} records ({summary['command']})")
+    return (fig, text), used
 
 
 FIGURES = {"figure1_causal_traces": figure1,
            "figure2_average_indirect_effects": figure2,
            "figure3_severed_paths": figure3,
            "figure5_where_to_edit": figure5,
-           "edit_layer_sweep": figure_edit_layer_sweep}
+           "edit_layer_sweep": figure_edit_layer_sweep,
+           "table4_counterfact": table4}
+
+# How each saved run is recomputed (--recompute): the runner and the arguments that made it.
+RECOMPUTE = {
+    "figure2_average_indirect_effects": ("romelib.experiments.averages",
+                                         "--source known_1000 --limit 150 --samples 10"),
+    "figure5_where_to_edit": ("romelib.experiments.where_to_edit",
+                              "--n 16 --layers 0,4,8,12,16 --last-token-layers 0,4,8,12,16"),
+    "edit_layer_sweep": ("romelib.experiments.edit_layer_sweep",
+                         "--split tune --layers 1,3,5,7 --cases 12 --set clamp_norm_factor=1.0 "
+                         "--set update_key=\"prompt\""),
+    "table4_counterfact": ("romelib.experiments.table4",
+                           "--records shared --n 100 --methods none,ft,ft+l,rome,rome-identity,"
+                           "rome-kl-last,ft+l-rome-layer --generation-records 10"),
+}
+RECOMPUTE["figure3_severed_paths"] = RECOMPUTE["figure2_average_indirect_effects"]
 
 
 def all_figures() -> dict:
@@ -151,9 +212,10 @@ def all_figures() -> dict:
 
 def reproduce(out_dir: str | Path = FIGURES_DIR, only=None, fast: bool = False,
               model_name: str | None = None) -> list[Path]:
-    """Write the figures as ``out_dir/<name>.png``; returns the paths written.
+    """Write the figures as ``out_dir/<name>.png`` (Table 4 also as ``.md``); returns the paths.
 
-    Usage: ``reproduce("figures", only=["figure2_average_indirect_effects"])``.
+    Usage: ``reproduce("figures", only=["figure2_average_indirect_effects"])``; logs what
+    each one was drawn from.
     """
     plt.switch_backend("Agg")
     figures = all_figures()
@@ -166,30 +228,59 @@ def reproduce(out_dir: str | Path = FIGURES_DIR, only=None, fast: bool = False,
     for name, function in figures.items():
         if only and name not in only:
             continue
-        log.info("drawing %s", name)
-        fig = function(context)
+        drawn, used = function(context)
+        fig, text = drawn if isinstance(drawn, tuple) else (drawn, None)
         path = out_dir / f"{name}.png"
         fig.savefig(path, dpi=130, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
-        log.info("wrote %s", path)
+        if text is not None:
+            write_text(out_dir / f"{name}.md", text + "\n")
+            written.append(out_dir / f"{name}.md")
+        log.info("%s <- %s", path, used)
     return written
 
 
+def recompute(names, results: Path | None) -> None:
+    """Run again the experiments behind ``names``: into ``results`` (a fresh folder) or, when
+    None, into data/ (which resumes and completes a partial run; a finished one has nothing left).
+
+    Usage: ``recompute(["table4_counterfact"], Path("/tmp/fresh"))``.
+    """
+    env = {**os.environ, **({"ROMELIB_RESULTS": str(results)} if results else {})}
+    for module, arguments in dict.fromkeys(RECOMPUTE[n] for n in names if n in RECOMPUTE):
+        command = [sys.executable, "-m", module, *shlex.split(arguments)]
+        log.info("recomputing: %s%s", " ".join(command[1:]), f" (into {results})" if results else "")
+        subprocess.run(command, env=env, check=True)
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Regenerate the collection's figures as PNG.")
+    parser = argparse.ArgumentParser(description="Regenerate the collection's figures and tables.")
     parser.add_argument("--out", default=str(FIGURES_DIR))
     parser.add_argument("--only", nargs="+", default=None, help="figure names to draw")
     parser.add_argument("--fast", action="store_true", help="fewer samples where figures compute")
     parser.add_argument("--model", default=None)
     parser.add_argument("--list", action="store_true", help="list figure names and exit")
+    parser.add_argument("--recompute", action="store_true",
+                        help="run the experiments again before drawing (hours on a CPU)")
+    parser.add_argument("--results", default=None,
+                        help="with --recompute: a fresh folder to recompute into (default: data/, resumed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.list:
         for name in all_figures():
-            print(name)
+            print(f"{name}: " + (f"saved run, python -m {RECOMPUTE[name][0]} {RECOMPUTE[name][1]}"
+                                 if name in RECOMPUTE else "computed when drawn"))
         return
-    reproduce(args.out, args.only, args.fast, args.model)
+    names = args.only or list(all_figures())
+    if args.recompute:
+        recompute(names, Path(args.results) if args.results else None)
+        if args.results:   # draw from the fresh folder, in a process that reads it
+            env = {**os.environ, "ROMELIB_RESULTS": args.results}
+            subprocess.run([sys.executable, "-m", "romelib.experiments.reproduce", "--out", args.out,
+                            "--only", *names, *(["--fast"] if args.fast else [])], env=env, check=True)
+            return
+    reproduce(args.out, names, args.fast, args.model)
 
 
 if __name__ == "__main__":
