@@ -43,6 +43,7 @@ class Architecture:
     unembed: str              # absolute
     mlp_proj_transposed: bool = False  # True for GPT-2's Conv1D: weight is (in, out)
     parallel: bool = False    # attention and MLP both read the block input (GPT-J, NeoX)
+    mlp_proj_feeds_mlp: bool = False  # the `mlp` component normalises mlp_proj's output (Gemma 2/3)
 
 
 _LLAMA_LIKE = Architecture(
@@ -65,6 +66,7 @@ _GEMMA_SANDWICH = Architecture(
     mlp_proj="mlp.down_proj",
     final_norm="model.norm",
     unembed="lm_head",
+    mlp_proj_feeds_mlp=True,
 )
 
 ARCHITECTURES: dict[str, Architecture] = {

@@ -30,6 +30,10 @@ class Work:
     memory_bytes: float
     description: str
 
+    def __add__(self, other: Work) -> Work:
+        return Work(self.flops + other.flops, max(self.memory_bytes, other.memory_bytes),
+                    self.description or other.description)
+
     def seconds(self, device) -> float:
         """Usage: ``work.seconds(mt.device)`` -> the estimate at the device's nominal speed."""
         return self.flops / NOMINAL_FLOPS.get(getattr(device, "type", str(device)), 100e9)

@@ -18,6 +18,7 @@ A method is a function ``compute(mt, request, hparams) -> ComputedEdit`` (see
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import torch
 
@@ -25,10 +26,12 @@ from ..core.checks import check_choice
 from ..core.cost import Work, check_context, check_work, per_token_layer_flops, unembedding_flops
 from ..core.tokens import next_token_probs, target_tokens, whole_token_range
 from .finetune import compute_ft, compute_ft_l, resolve_ft_hparams
+from .memit import compute_memit, resolve_memit_hparams
 from .request import ComputedEdit, EditRequest, as_request
 from .rome import compute_rome, resolve_hparams
 
-METHODS = {"rome": compute_rome, "ft": compute_ft, "ft+l": compute_ft_l}
+METHODS = {"rome": compute_rome, "ft": compute_ft, "ft+l": compute_ft_l, "memit": compute_memit}
+BATCHED = ("memit",)                  # methods that take a list of requests at once
 
 
 class EditHandle:
@@ -39,8 +42,10 @@ class EditHandle:
     later edit's weights would be lost.
     """
 
-    def __init__(self, mt, request: EditRequest, method: str, hparams, result: ComputedEdit):
-        self.mt, self.request, self.method, self.hparams = mt, request, method, hparams
+    def __init__(self, mt, request, method: str, hparams, result: ComputedEdit):
+        self.requests = list(request) if isinstance(request, (list, tuple)) else [request]
+        self.request = self.requests[0]
+        self.mt, self.method, self.hparams = mt, method, hparams
         self.info = result.info
         self._originals: dict[str, torch.Tensor] = {}
         self._written: dict[str, torch.Tensor] = {}
@@ -92,8 +97,9 @@ class EditHandle:
 
     def __repr__(self) -> str:
         state = "applied" if self.active else "restored"
+        more = f" and {len(self.requests) - 1} more" if len(self.requests) > 1 else ""
         return (f"EditHandle({self.method}: {self.request.subject!r} -> "
-                f"{self.request.target_new!r}, {state})")
+                f"{self.request.target_new!r}{more}, {state})")
 
 
 def _check_deltas(deltas: dict, params: dict) -> None:
@@ -129,11 +135,24 @@ def edit(mt, request, method: str = "rome", hparams=None, *,
     edit is interrupted.
     """
     compute = resolve_method(check_choice("method", method, tuple(METHODS)))
-    request = as_request(request)
-    hparams = (resolve_hparams(mt, hparams) if method == "rome"
-               else resolve_ft_hparams(mt, hparams, method))
-    _check_request(mt, request)
-    check_work(mt, edit_work(mt, request, method, hparams), max_seconds, "pass max_seconds=None")
+    if method in BATCHED:
+        requests = request if isinstance(request, (list, tuple)) else [request]
+        if not requests:
+            raise ValueError(f"request is an empty list; {method} needs at least one edit request.")
+        request = [as_request(r) for r in requests]
+    elif isinstance(request, (list, tuple)):
+        raise TypeError(f"method={method!r} edits one fact at a time; pass one request, or use "
+                        "method='memit' for a list.")
+    else:
+        request = as_request(request)
+    hparams = {"rome": resolve_hparams, "memit": resolve_memit_hparams}.get(
+        method, lambda mt, h: resolve_ft_hparams(mt, h, method))(mt, hparams)
+    for one in (request if isinstance(request, list) else [request]):
+        _check_request(mt, one)
+    work = sum((edit_work(mt, one, method, hparams) for one in
+                (request if isinstance(request, list) else [request])), Work(0, 0, ""))
+    check_work(mt, replace(work, description=f"{method} edit of {len(request) if isinstance(request, list) else 1} "
+                                             "fact(s)"), max_seconds, "pass max_seconds=None")
     result = compute(mt, request, hparams)
     return EditHandle(mt, request, method, result.info.get("hparams", hparams), result)
 
@@ -148,10 +167,10 @@ def edit_work(mt, request: EditRequest, method: str, hparams) -> Work:
     prompt_ids, target_ids = target_tokens(mt, request.filled_prompt, request.target_new)
     tokens = len(prompt_ids) + len(target_ids)
     block, unembed = per_token_layer_flops(mt), unembedding_flops(mt)
-    if method == "rome":
+    if method in ("rome", "memit"):
         rows = 2 + len(hparams.context_lengths) * hparams.contexts_per_length
         tokens += max(hparams.context_lengths, default=0)
-        layers = mt.num_layers - hparams.layer
+        layers = mt.num_layers - (hparams.layer if method == "rome" else hparams.layers[-1])
         per_step = rows * (tokens * layers * block + len(target_ids) * unembed)
         flops = 3 * hparams.v_num_grad_steps * per_step
     else:

@@ -48,6 +48,7 @@ from .value_batch import (
     prompt_rows,
     reference_pass,
     replay_blocks_below,
+    replayed_layers,
     scored_logits,
     value_batch,
 )
@@ -167,15 +168,17 @@ def value_loss(log_probs, batch: ValueBatch, kl_reference, delta, value_init, hp
 
 
 def compute_value(mt, request: EditRequest, hparams: ROMEHyperParams,
-                  prefixes: list[str]) -> ValueResult:
+                  prefixes: list[str], site: str = "mlp_proj", layer: int | None = None) -> ValueResult:
     """Optimise ``delta`` so that ``mlp_proj``'s output + delta makes the new target likely.
 
     Usage: ``value = compute_value(mt, request, hp, context_prefixes(mt))``; then
-    ``value.delta`` (d_model,) and ``value.losses`` (one dict per step).
+    ``value.delta`` (d_model,) and ``value.losses`` (one dict per step).  MEMIT optimises
+    the residual stream instead: ``site="block"`` at ``layer`` (its last edited layer).
     """
+    layer = hparams.layer if layer is None else layer
     batch = value_batch(mt, request, prefixes, hparams.fact_token, hparams.kl_prompts,
                         hparams.kl_token)
-    cache, below, values, log_probs = reference_pass(mt, batch, hparams.layer)
+    cache, below, values, log_probs = reference_pass(mt, batch, layer, site)
     value_init = values[0].float()                                     # plain prompt
     kl_reference = log_probs[batch.n_rewrite * len(batch.target_ids):]  # computed once
     delta = torch.zeros_like(value_init, requires_grad=True)
@@ -185,8 +188,8 @@ def compute_value(mt, request: EditRequest, hparams: ROMEHyperParams,
     at_fact[0, 0] = 1.0                                                # tail column 0
     add_delta = lambda output, name: output + at_fact * delta.to(output.dtype)
     losses = []
-    with torch.enable_grad(), replay_blocks_below(mt, hparams.layer, below), hooks(
-            mt, [f"mlp_proj.{hparams.layer}"], retain_output=False, edit_output=add_delta):
+    with torch.enable_grad(), replay_blocks_below(mt, replayed_layers(layer, site), below), hooks(
+            mt, [f"{site}.{layer}"], retain_output=False, edit_output=add_delta):
         for step in range(hparams.v_num_grad_steps):
             logits = scored_logits(mt, batch, cache)
             terms = value_loss(torch.log_softmax(logits, dim=-1), batch, kl_reference,

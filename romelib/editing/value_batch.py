@@ -156,23 +156,32 @@ def scored_logits(mt, batch: ValueBatch, cache) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_pass(mt, batch: ValueBatch, layer: int):
-    """Run the unedited model once: the heads' cache, the tails' block layer-1 output
-    (to replay), mlp_proj's output at the fact tokens, and the log-probabilities.
+def reference_pass(mt, batch: ValueBatch, layer: int, site: str = "mlp_proj"):
+    """Run the unedited model once: the heads' cache, the output of the last block that does
+    not depend on delta (to replay), the output of ``site`` at the fact tokens, and the
+    log-probabilities.
 
-    Usage: ``cache, below, values, log_probs = reference_pass(mt, batch, layer)``.
+    Usage: ``cache, below, values, log_probs = reference_pass(mt, batch, layer)``.  ``site``
+    is where delta is added: ``"mlp_proj"`` (ROME: the rewritten matrix's output) or
+    ``"block"`` (MEMIT: the residual stream after block ``layer``).
     """
     cache = None
     if batch.head is not None:
         cache = mt.model(**batch.head, use_cache=True, logits_to_keep=1).cache
-    saved = {}
-    handle = (mt.module("block", layer - 1).register_forward_hook(
-        lambda module, args, output: saved.update(output=output)) if layer > 0 else None)
+    saved, replayed = {}, replayed_layers(layer, site)
+    handle = (mt.module("block", replayed - 1).register_forward_hook(
+        lambda module, args, output: saved.update(output=output)) if replayed > 0 else None)
     try:
-        with hooks(mt, [f"mlp_proj.{layer}"]) as acts:
+        with hooks(mt, [f"{site}.{layer}"]) as acts:
             logits = scored_logits(mt, batch, cache)
     finally:
         if handle is not None:
             handle.remove()
-    values = acts[f"mlp_proj.{layer}"].output[:, 0]                    # (rows, d_model)
+    values = acts[f"{site}.{layer}"].output[:, 0]                      # (rows, d_model)
     return cache, saved.get("output"), values, torch.log_softmax(logits, dim=-1)
+
+
+def replayed_layers(layer: int, site: str) -> int:
+    """Usage: ``replayed_layers(5, "block")`` -> 6: blocks 0..5 do not depend on a delta added
+    to block 5's output (for ``"mlp_proj"``, blocks 0..4)."""
+    return layer + 1 if site == "block" else layer
