@@ -24,6 +24,8 @@ The package follows the pipeline (each folder one stage, each module one idea):
 * ``romelib.plots``: figures and notebook widgets;
 * ``romelib.experiments``: the programs that produce the saved results (Table 4, where to
   edit, the averages, the sweeps, reproduce); they import the library, never the reverse.
+* ``romelib.exercises``: the checkers of the notebooks' coded exercises (``import
+  romelib.exercises``), the one part of romelib that prints: it talks to the student.
 
 Beside them: ``romelib.paths`` (every folder), ``romelib.results`` (resumable result
 files) and ``romelib.intervals`` (confidence intervals).  The names below are the public

@@ -253,7 +253,7 @@ def test_tracing_vs_editing_statistics():
 
 
 def test_rewrite_score():
-    from romelib.experiments.where_to_edit import rewrite_score
+    from romelib.evaluation.metrics import rewrite_score
     assert rewrite_score(0.1, 0.82) == pytest.approx(0.8)
     assert rewrite_score(0.2, 0.2) == 0.0 and rewrite_score(0.5, 1.0) == 1.0
 

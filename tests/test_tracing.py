@@ -100,6 +100,28 @@ def test_restoring_everything_or_nothing(tiny_mt):
     assert one == pytest.approx(result.scores[start + 1, 2].item(), abs=1e-6)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "gemma3_text"])
+def test_frozen_states_sever_like_the_trace(arch):
+    """restored_probability with later MLP (attention) outputs frozen is trace(..., sever=...)."""
+    from conftest import make_tiny_model
+    mt = make_tiny_model(arch)
+    with torch.no_grad():        # larger weights than at initialisation: freezing then changes the answer
+        for parameter in mt.model.parameters():
+            if parameter.ndim == 2:
+                parameter.mul_(10)
+    corruption = _corruption(mt)
+    position, layer = romelib.find_subject_range(mt, SHORT, SUBJECT)[1] - 1, 1
+    for sever in ("mlp", "attn"):
+        result = romelib.trace(mt, SHORT, SUBJECT, sever=sever, samples=2, corruption=corruption,
+                               positions=[position])
+        frozen = [(position, f"{sever}.{k}") for k in range(layer + 1, mt.num_layers)]
+        severed = restored_probability(mt, SHORT, SUBJECT, [(position, f"block.{layer}")], corruption, 2,
+                                       frozen=frozen)
+        assert severed == pytest.approx(result.scores[position, layer].item(), abs=1e-7)
+        plain = restored_probability(mt, SHORT, SUBJECT, [(position, f"block.{layer}")], corruption, 2)
+        assert abs(severed - plain) > 1e-5
+
+
 def test_fixed_seed_gives_identical_results(tiny_mt):
     corruption = _corruption(tiny_mt)
     first = romelib.trace(tiny_mt, PROMPT, SUBJECT, samples=2, corruption=corruption, seed=3)

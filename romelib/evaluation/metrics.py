@@ -92,6 +92,14 @@ def record_metrics(scores: dict, length_normalized: bool = True) -> dict[str, fl
     return metrics
 
 
+def rewrite_score(p_before: float, p_after: float) -> float:
+    """Hase et al.'s rewrite score: the share of the missing probability the edit added.
+
+    Usage: ``rewrite_score(0.1, 0.82)`` -> ``0.8``; 1 is a perfect edit, 0 no change.
+    """
+    return (p_after - p_before) / (1.0 - p_before) if p_before < 1 else 0.0
+
+
 def harmonic_mean(values: Sequence[float]) -> float:
     """Usage: ``harmonic_mean([22.2, 24.7, 78.1])`` -> ``30.5`` (0 if any value is 0)."""
     values = list(values)

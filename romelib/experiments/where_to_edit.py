@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..core.tokens import find_subject_range
 from ..datasets.counterfact import rewrite_prompt, targets
 from ..editing.rome import resolve_hparams
-from ..evaluation.metrics import evaluate_record, score_and_ci
+from ..evaluation.metrics import evaluate_record, rewrite_score, score_and_ci
 from ..intervals import bootstrap_draws, mean_and_ci, percentile_interval
 from ..paths import results_dir
 from ..results import append_jsonl, check_settings, read_jsonl, write_json
@@ -45,14 +45,6 @@ RESULTS = results_dir("results", "where_to_edit")
 SWEPT_FACT_TOKENS = ("subject_last", "last")     # where k* is read: last subject token, last token
 EDIT_KEY = ("case_id", "layer", "fact_token")
 TRACE_KEY = ("case_id", "kind")
-
-
-def rewrite_score(p_before: float, p_after: float) -> float:
-    """Hase et al.'s rewrite score: the share of the missing probability the edit added.
-
-    Usage: ``rewrite_score(0.1, 0.82)`` -> ``0.8``; 1 is a perfect edit, 0 no change.
-    """
-    return (p_after - p_before) / (1.0 - p_before) if p_before < 1 else 0.0
 
 
 def _p_new(log_probs: dict) -> float:

@@ -60,32 +60,49 @@ def answer_ids(mt, prompt: str, target: str | None) -> list[int]:
 @torch.no_grad()
 def restored_probability(mt, prompt: str, subject: str, states: Sequence[tuple[int, str]],
                          corruption: Corruption, samples: int = 10, seed: int = 0,
-                         target: str | None = None, occurrence: int | None = None) -> float:
+                         target: str | None = None, occurrence: int | None = None,
+                         frozen: Sequence[tuple[int, str]] = ()) -> float:
     """P(answer) in the corrupted run with any set of (position, hook name) states restored.
 
     Usage: ``restored_probability(mt, prompt, "Space Needle", [(3, "block.5")], corruption)``
     is ``trace(...).scores[3, 5]``; restoring ``[(p, "block.0") for every p]`` gives the
-    clean probability and restoring ``[]`` the corrupted one.
+    clean probability and restoring ``[]`` the corrupted one.  ``frozen`` states keep their
+    corrupted values (severing, the paper's Figure 3): ``frozen=[(3, f"mlp.{k}") for k in
+    range(6, mt.num_layers)]`` with ``[(3, "block.5")]`` restored is
+    ``trace(..., sever="mlp").scores[3, 5]``.
     """
     target_ids = answer_ids(mt, prompt, target)
     ids = torch.tensor([encode(mt, prompt) + target_ids[:-1]], device=mt.device)
     embeddings = corrupt_embeddings(mt, corruption, prompt, subject, samples, seed,
                                     occurrence=occurrence, extra_ids=target_ids[:-1])
-    by_name: dict[str, list[int]] = {}
-    for position, name in states:
-        by_name.setdefault(name, []).append(position)
+    batch = ids.repeat(embeddings.shape[0] + 1, 1)
+    restore, freeze = _by_name(states), _by_name(frozen)
     corrupt = _corrupt_rows(embeddings)
+    corrupted = {}
+    if freeze:  # a corrupted pass first: the values the frozen states keep
+        with hooks(mt, ["embed", *freeze], edit_output=corrupt, clone=True) as acts:
+            mt.model(input_ids=batch, logits_to_keep=1)
+        corrupted = {name: acts[name].output for name in freeze}
 
     def edit(output, name):
         if name == "embed":
             return corrupt(output, name)
         output = output.clone()
-        output[1:, by_name[name]] = output[0, by_name[name]]
+        if name in restore:
+            output[1:, restore[name]] = output[0, restore[name]]
+        if name in freeze:
+            output[1:, freeze[name]] = corrupted[name][1:, freeze[name]]
         return output
-    with hooks(mt, ["embed", *by_name], edit_output=edit, retain_output=False):
-        logits = mt.model(input_ids=ids.repeat(embeddings.shape[0] + 1, 1),
-                          logits_to_keep=len(target_ids)).logits
+    with hooks(mt, ["embed", *restore, *freeze], edit_output=edit, retain_output=False):
+        logits = mt.model(input_ids=batch, logits_to_keep=len(target_ids)).logits
     return float(answer_log_probs(mt, logits[1:], target_ids).exp().mean())
+
+
+def _by_name(states: Sequence[tuple[int, str]]) -> dict[str, list[int]]:
+    by_name: dict[str, list[int]] = {}
+    for position, name in states:
+        by_name.setdefault(name, []).append(position)
+    return by_name
 
 
 def restored_names(kind: str, layer: int, window: int, num_layers: int) -> list[str]:
