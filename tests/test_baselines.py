@@ -58,14 +58,15 @@ def test_finetune_leaves_the_weights_alone_on_error(tiny_mt):
     assert torch.equal(weight, before) and result.info["steps"] >= 1
 
 
-@pytest.mark.parametrize("hparams, message", [
-    (FTHyperParams(layer=99), "out of range"),
-    (FTHyperParams(layer=0, lr=0), "lr > 0"),
-    (FTHyperParams(layer=0, norm_constraint=-1.0), "must be positive"),
+@pytest.mark.parametrize("settings, message", [
+    ({"layer": 99}, "out of range"),
+    ({"layer": 0, "lr": 0}, "lr must be a finite number > 0, got 0"),
+    ({"layer": 0, "norm_constraint": -1.0}, "norm_constraint"),
 ])
-def test_bad_hyperparameters_are_explained(gpt2_tiny, hparams, message):
+def test_bad_hyperparameters_are_explained(gpt2_tiny, settings, message):
+    """Range errors surface when the settings are built or, for the layer, when the model is known."""
     with pytest.raises(ValueError, match=message):
-        finetune(gpt2_tiny, REQUEST, hparams)
+        finetune(gpt2_tiny, REQUEST, FTHyperParams(**settings))
 
 
 def test_ft_l_requires_epsilon(gpt2_tiny):

@@ -88,6 +88,15 @@ class EditHandle:
                 params[name].copy_(original)
         self.active = False
 
+    def keep(self) -> dict[str, torch.Tensor]:
+        """Make the edit permanent: the handle lets go and returns the weights it would have
+        restored (sequential editing keeps every edit and the very first originals)."""
+        if not self.active:
+            raise RuntimeError("This edit was already restored or kept.")
+        self.active = False
+        originals, self._originals, self._written = self._originals, {}, {}
+        return originals
+
     def __enter__(self):
         return self
 
