@@ -7,6 +7,8 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import romelib
 from romelib.datasets import facts as data
@@ -212,3 +214,21 @@ def test_saved_results_show_the_paper_pattern_and_draw(tmp_path):
     assert [p.name for p in written] == ["figure2_average_indirect_effects.png",
                                          "figure3_severed_paths.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30), fraction=st.floats(0.05, 1.0))
+def test_critical_layers_are_the_contiguous_run_around_the_peak(values, fraction):
+    from romelib.tracing.averages import critical_layers
+    if max(values) <= 0:
+        with pytest.raises(ValueError, match="no positive peak"):
+            critical_layers(torch.tensor(values), fraction)
+        return
+    layers = critical_layers(torch.tensor(values, dtype=torch.float64), fraction)
+    peak = max(values)
+    assert layers == list(range(layers[0], layers[-1] + 1))                  # contiguous
+    assert any(values[i] == peak for i in layers)                            # holds a peak
+    assert all(values[i] >= fraction * peak for i in layers)                 # all strong enough
+    for edge in (layers[0] - 1, layers[-1] + 1):                             # and it cannot grow
+        if 0 <= edge < len(values):
+            assert values[edge] < fraction * peak

@@ -153,6 +153,22 @@ CASES = [
      [(lambda before, after: after - before, "1 - p_before")]),
     ("check_pearson_r", "where_to_edit", "pearson_r", False,
      [(lambda x, y: float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))), "centre both")]),
+    ("check_spread_update", "memit", "spread_update", False,
+     [(lambda K, R, C, lam: torch.linalg.solve(C + K.T @ K, K.T @ R).T, "lam weighs C"),
+      (lambda K, R, C, lam: torch.linalg.solve(lam * C + K.T @ K, K.T @ R), "transpose")]),
+    ("check_critical_layers", "memit", "critical_layers", False,
+     [(lambda e, f: [i for i, v in enumerate(e) if v >= f * e.max()], "contiguous range"),
+      (lambda e, f: [i for i, v in enumerate(e) if v >= f], "relative")]),
+    ("check_perplexity", "sequential_editing", "perplexity", False,
+     [(lambda logits, ids: math.exp(float(torch.nn.functional.cross_entropy(logits, ids))), "predict token t + 1"),
+      (lambda logits, ids: float(torch.nn.functional.cross_entropy(logits[:-1], ids[1:])), "exponential")]),
+    ("check_weight_distance", "sequential_editing", "weight_distance", False,
+     [(lambda o, c: sum(float((c[k] - o[k]).norm()) for k in o), "square them")]),
+    ("check_reach", "specificity", "reach", False,
+     [(lambda C, ka, ks, k: float((C @ ka) @ k / ((C @ ka) @ ks)), "C^-1 k_average"),
+      (lambda C, ka, ks, k: float(k @ ks / (k.norm() * ks.norm())), "cosine")]),
+    ("check_close_neighbour_score", "specificity", "close_neighbour_score", False,
+     [(lambda before, after: 100 * sum(a > 0 for a in after) / len(after), "got right")]),
 ]
 IDS = [case[0] for case in CASES]
 

@@ -84,3 +84,35 @@ def test_memit_inputs_are_checked(corpus):
         romelib.edit(mt, REQUESTS, method="rome")
     with pytest.raises(ValueError, match="empty list"):
         romelib.edit(mt, [], method="memit", hparams=tiny_hparams(corpus))
+
+
+def test_statistics_of_every_layer_come_from_the_unedited_model(corpus):
+    """C of a later layer is read before the earlier layers change (a statistics file is checked
+    against the weights below its layer, so reading it mid-edit would throw it away and rebuild
+    it from edited weights)."""
+    import warnings
+
+    from romelib.editing.key_statistics import key_statistics
+    from romelib.notices import SubstituteWarning
+
+    mt = make_tiny_model("llama")
+    hparams = tiny_hparams(corpus, layers=(1, 2, 3), v_num_grad_steps=3)
+    for layer in hparams.layers:
+        key_statistics(mt, layer, hparams.mom2_source, hparams.mom2_max_tokens)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SubstituteWarning)
+        romelib.editing.memit.compute_memit(mt, REQUESTS[:2], hparams)
+
+
+def test_statistics_for_several_layers_in_one_pass_equal_each_layer_alone(corpus):
+    from romelib.editing.key_statistics import key_statistics, key_statistics_for_layers
+
+    mt = make_tiny_model("gpt2", seed=3)
+    source = f"file:{corpus}"
+    together = key_statistics_for_layers(mt, [0, 2, 3], source, 300)
+    for layer, stats in together.items():
+        alone = key_statistics(mt, layer, source, 300, recompute=True)
+        torch.testing.assert_close(stats.mom2, alone.mom2)
+        assert stats.count == alone.count
+    again = key_statistics_for_layers(mt, [3, 0], source, 300)            # now read from the cache
+    assert list(again) == [3, 0] and torch.equal(again[3].mom2, together[3].mom2)

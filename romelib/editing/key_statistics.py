@@ -296,6 +296,46 @@ def key_statistics(mt, layer: int, source: str = "wikitext-2", max_tokens: int |
                               progress=progress)[layer]
 
 
+def key_statistics_for_layers(mt, layers: Sequence[int], source: str = "wikitext-2",
+                              max_tokens: int | None = None) -> dict[int, KeyStatistics]:
+    """:func:`key_statistics` for several layers; the ones with no valid file are computed
+    together, in one pass over the text (MEMIT needs a range of layers).
+
+    Usage: ``C = {layer: s.mom2 for layer, s in key_statistics_for_layers(mt, [2, 3, 4]).items()}``.
+    When the text is not on this machine, each layer goes through :func:`key_statistics`,
+    which says what it uses instead.
+    """
+    layers = [mt.check_layer(layer) for layer in layers]
+    check_text("source", source)
+    max_tokens = check_optional_int("max_tokens", max_tokens, minimum=1)
+    found, missing = {}, []
+    for layer in layers:
+        probe = weights_probe(mt, layer)
+        stats, _ = _find_cached(mt, layer, source, max_tokens, probe)
+        if stats is None and source.startswith("file:"):
+            try:
+                stats, _ = _find_cached(mt, layer, text_source(source, mt=mt).name, max_tokens, probe)
+            except SourceUnavailable:
+                pass
+        if stats is None:
+            missing.append(layer)
+        else:
+            found[layer] = stats
+    if len(missing) > 1:
+        try:
+            resolved = text_source(source, mt=mt)
+        except SourceUnavailable:
+            resolved = None
+        if resolved is not None:
+            announce(f"Key statistics C for {mt.name} layers {missing} from {source}: no valid saved file; "
+                     f"computing them together, {_duration(mt, max(missing), max_tokens)}.")
+            found.update(compute_statistics(mt, missing, resolved, max_tokens=max_tokens))
+            missing = []
+    for layer in missing:
+        found[layer] = key_statistics(mt, layer, source, max_tokens)
+    return {layer: found[layer] for layer in layers}
+
+
 def _substitute(mt, source: str, missing: SourceUnavailable) -> TextSource:
     try:
         return text_source(PROJECT_CORPUS, mt=mt)

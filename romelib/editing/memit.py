@@ -31,13 +31,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ..core.checks import check_choice, check_int, check_number, check_optional_int, check_text
 from ..core.hooks import hooks
 from ..core.hparams import hparams_from_dict, load_hparams
 from ..core.tokens import pad_batch
 from .context_prefixes import context_prefixes
-from .key_statistics import key_statistics
+from .key_statistics import key_statistics_for_layers
 from .request import ComputedEdit, as_request
 from .rome import FACT_TOKENS, KL_TOKENS, compute_value
 from .value_batch import padded_positions, prompt_rows
@@ -195,10 +196,15 @@ def compute_memit(mt, requests, hparams=None) -> ComputedEdit:
     hparams = resolve_memit_hparams(mt, hparams)
     prefixes = context_prefixes(mt, hparams.context_lengths, hparams.contexts_per_length)
     last = hparams.layers[-1]
-    values = [compute_value(mt, r, hparams, prefixes, site="block", layer=last) for r in requests]
+    values = [compute_value(mt, r, hparams, prefixes, site="block", layer=last)
+              for r in tqdm(requests, desc="MEMIT: target of each fact", disable=len(requests) < 2)]
     targets = torch.stack([(v.value_init + v.delta).double() for v in values])   # (n, d_model)
     params = dict(mt.model.named_parameters())
     names = [mt.module_name("mlp_proj", layer) + ".weight" for layer in hparams.layers]
+    # C for every layer first, from the unedited model: a statistics file is checked against the
+    # weights it was computed from, and the earlier layers are about to change
+    moments = {layer: stats.mom2 for layer, stats in key_statistics_for_layers(
+        mt, hparams.layers, hparams.mom2_source, hparams.mom2_max_tokens).items()}
     originals = {name: params[name].detach().clone() for name in names}
     norms = []
     try:
@@ -207,8 +213,7 @@ def compute_memit(mt, requests, hparams=None) -> ComputedEdit:
             missing = (targets - residuals(mt, requests, last, hparams.fact_token)) / (len(hparams.layers) - index)
             missing = through_post_norm(mt, layer, proj_outputs(mt, requests, layer, hparams.fact_token),
                                         missing)
-            second_moment = key_statistics(mt, layer, hparams.mom2_source, hparams.mom2_max_tokens).mom2
-            change = spread_update(keys, missing, second_moment, hparams.mom2_update_weight)
+            change = spread_update(keys, missing, moments[layer], hparams.mom2_update_weight)
             norms.append(float(change.norm()))
             weight = params[names[index]]
             with torch.no_grad():

@@ -20,9 +20,12 @@ from .corrupt_and_restore import check_corrupt_with_noise, check_restore_hidden_
 from .counterfact_table import check_counterfact_score, check_es_ps_ns, check_ngram_entropy
 from .edit_and_generate import check_greedy_generate, check_sequence_probability
 from .explorer import check_strongest_token
+from .memit import check_critical_layers, check_spread_update
 from .model_tour import check_mlp_term, check_next_token_probability
 from .rome_step_by_step import check_average_key, check_rank_one_update
+from .sequential_editing import check_perplexity, check_weight_distance
 from .severed_paths import check_effect_removed, check_severed_probability
+from .specificity import check_close_neighbour_score, check_reach
 from .trace_heatmaps import check_strongest_state, check_window_layers
 from .where_to_edit import check_pearson_r, check_rewrite_score
 
@@ -49,4 +52,10 @@ __all__ = [
     "check_es_ps_ns", "check_ngram_entropy", "check_counterfact_score",
     # 10 where to edit
     "check_rewrite_score", "check_pearson_r",
+    # 11 MEMIT
+    "check_spread_update", "check_critical_layers",
+    # 12 sequential editing
+    "check_perplexity", "check_weight_distance",
+    # 13 specificity
+    "check_reach", "check_close_neighbour_score",
 ]

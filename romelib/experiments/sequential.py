@@ -6,6 +6,7 @@ Usage::
     python -m romelib.experiments.sequential --method rome-consistent --edits 100   # r-ROME's key
     python -m romelib.experiments.sequential --method memit --batch 10 --edits 100
     python -m romelib.experiments.sequential --method ft+l --edits 100
+    python -m romelib.experiments.sequential --method rome,rome-consistent,memit --batch 10   # in turn
     python -m romelib.experiments.sequential --summarize-only
 
 Held-out CounterFact records are edited into one model, one after another (MEMIT: a batch
@@ -59,6 +60,8 @@ MODULE = "romelib.experiments.sequential"
 RESULTS = results_dir("results", "sequential")
 SEQUENTIAL_METHODS = ("rome", "rome-consistent", "memit", "ft+l")
 PROBE_RECORDS = 20          # never edited: their neighbourhood prompts measure specificity
+LABELS = {"rome": "ROME (prompt key)", "rome-consistent": "r-ROME (consistent key)",   # by results file name
+          "memit": "MEMIT, batches of 10", "ft_plus_l": "FT+L"}
 
 
 def method_and_hparams(mt, name: str):
@@ -183,12 +186,19 @@ def run(mt, name: str, records: list[dict], batch: int, probes, windows, text_na
 def main(argv=None) -> None:
     """``python -m romelib.experiments.sequential --method rome --edits 100``."""
     parser = runner_parser("Sequential editing: edits one after another, with the model measured after each.")
-    parser.add_argument("--method", default="rome", choices=SEQUENTIAL_METHODS)
+    parser.add_argument("--method", default="rome",
+                        help=f"one or more of {', '.join(SEQUENTIAL_METHODS)}, comma-separated, run in turn")
     parser.add_argument("--edits", type=int, default=100)
     parser.add_argument("--batch", type=int, default=1, help="edits per step (MEMIT)")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args(argv)
     setup_logging()
+    methods = args.method.split(",")
+    unknown = [m for m in methods if m not in SEQUENTIAL_METHODS]
+    if unknown:
+        parser.error(f"--method must be among {', '.join(SEQUENTIAL_METHODS)}; got {', '.join(unknown)}")
+    if args.edits < 1 or args.batch < 1:
+        parser.error(f"--edits and --batch must be at least 1; got {args.edits} and {args.batch}")
     if not args.summarize_only:
         worker = Worker.from_environment(args.device)
         if worker.world_size > 1:
@@ -198,7 +208,8 @@ def main(argv=None) -> None:
         held_out = load_split("shared").held_out
         probes, records = held_out[:PROBE_RECORDS], held_out[PROBE_RECORDS:PROBE_RECORDS + args.edits]
         windows, text_name = held_out_text(mt)
-        run(mt, args.method, records, args.batch if args.method == "memit" else 1, probes, windows, text_name)
+        for method in methods:
+            run(mt, method, records, args.batch if method == "memit" else 1, probes, windows, text_name)
     summary = {"command": command_line(MODULE, argv, drop=("--summarize-only",)),
                "runs": {p.stem: read_jsonl(p, key="step") for p in sorted(RESULTS.glob("*.jsonl"))}}
     write_json(RESULTS / "summary.json", summary)

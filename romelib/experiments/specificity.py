@@ -164,6 +164,17 @@ def run_plus(mt, records, methods, worker: Worker, folder=RESULTS) -> None:
                                 "NS_plus": statistics.mean(m > 0 for m in margins[1])})
 
 
+def reach_pairs(folder=RESULTS) -> list[tuple[float, float]]:
+    """(reach, drop of the margin) for every known close neighbour of every saved ROME edit.
+
+    Usage: ``x, y = zip(*reach_pairs())``.
+    """
+    unedited = {r["case_id"]: r for r in read_jsonl(folder / "close_none.jsonl", key="case_id")}
+    return [(reach, unedited[r["case_id"]]["margins"][i] - after)
+            for r in read_jsonl(folder / "close_rome.jsonl", key="case_id") if r["case_id"] in unedited
+            for i, (reach, after) in enumerate(zip(r.get("reach", []), r["margins"]))]
+
+
 def summarize(folder=RESULTS) -> dict:
     """Per method: ES, PS, CN (close neighbours) and NS, NS+ (CounterFact+), mean and 95% CI, in
     percent; and the correlation of ROME's reach with the drop of the neighbours' margins."""
@@ -175,10 +186,7 @@ def summarize(folder=RESULTS) -> dict:
             summary["close"][rows[0]["method"]] = {
                 metric: mean_and_ci([r[metric] for r in rows]) for metric in ("ES", "PS", "CN")} | {
                 "cases": len(rows), "neighbours": sum(len(r["margins"]) for r in rows)}
-    rome = read_jsonl(folder / "close_rome.jsonl", key="case_id")
-    pairs = [(reach, unedited[r["case_id"]]["margins"][i] - after)
-             for r in rome if r["case_id"] in unedited
-             for i, (reach, after) in enumerate(zip(r.get("reach", []), r["margins"]))]
+    pairs = reach_pairs(folder)
     if len(pairs) > 2:
         x, y = (torch.tensor(v, dtype=torch.float64) for v in zip(*pairs))
         r = float(torch.corrcoef(torch.stack([x.abs(), y]))[0, 1])

@@ -221,3 +221,72 @@ def plot_layer_curves(curves: dict, baseline: dict | None = None, title: str = "
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_critical_layers(effects, ci, chosen: list[int], fraction: float, facts: int, ax=None):
+    """MEMIT's layers: the MLP effect at the last subject token per layer, its 95% CI, and the
+    chosen contiguous range above ``fraction`` x the peak.
+
+    Usage: ``plot_critical_layers(curve, ci, [2, 3, 4, 5, 6], 0.8, facts=150)``.
+    """
+    effects, ci = np.asarray(effects, dtype=float), np.asarray(ci, dtype=float)
+    layers = np.arange(len(effects))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.4))
+    ax.fill_between(layers, effects - ci, effects + ci, color="tab:green", alpha=0.2, label="95% CI")
+    ax.plot(layers, effects, "o-", color="tab:green", label="MLP (window 10), last subject token")
+    ax.axvspan(chosen[0] - 0.4, chosen[-1] + 0.4, color="tab:orange", alpha=0.15,
+               label=f"edited layers {chosen[0]}-{chosen[-1]} (>= {fraction:g} x peak)")
+    ax.axhline(fraction * effects.max(), color="tab:orange", lw=0.8, ls="--")
+    ax.set(xlabel="layer (centre of the window)", ylabel="average indirect effect", xticks=layers,
+           title=f"MEMIT's layers: the critical MLP layers ({facts} facts)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+SEQUENTIAL_PANELS = (("efficacy_all", "efficacy of all edits so far", False),
+                     ("neighbourhood", "neighbourhood (probe records)", False),
+                     ("perplexity", "perplexity, held-out text", True),
+                     ("facts_known", "known facts still answered", False),
+                     ("update_norm", "norm of each step's update", True),
+                     ("distance", "distance from the original weights", True))
+
+
+def plot_sequential_runs(runs: dict, labels: dict | None = None, title: str = ""):
+    """Sequential editing: one panel per measure, one line per run, against the edits made.
+
+    Usage: ``plot_sequential_runs({"rome": rows, ...})`` with rows as saved by
+    ``romelib.experiments.sequential`` (dicts with ``edits`` and each measure).
+    """
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (column, panel_title, log_scale) in zip(axes.flat, SEQUENTIAL_PANELS):
+        for name, rows in runs.items():
+            points = [(r["edits"], r[column]) for r in rows if r.get(column) is not None
+                      and not (log_scale and r[column] <= 0)]
+            if points:
+                ax.plot(*zip(*points), marker=".", label=(labels or {}).get(name, name))
+        ax.set(title=panel_title, xlabel="edits made")
+        if log_scale:
+            ax.set_yscale("log")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reach_vs_drop(reach, drop, fit: dict, ax=None):
+    """Each close neighbour's |reach| against the drop of its margin, with Pearson's r and its CI.
+
+    Usage: ``plot_reach_vs_drop(x, y, summary["reach_vs_drop"])``.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(reach, drop, s=12, alpha=0.6)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set(xlabel="|reach| of the neighbour's key", ylabel="drop of its margin (before - after)",
+           title=f"ROME: reach vs bleed, {fit['pairs']} neighbours, r = {fit['pearson_r']:.2f} "
+                 f"[{fit['r_95'][0]:.2f}, {fit['r_95'][1]:.2f}]")
+    ax.figure.tight_layout()
+    return ax.figure

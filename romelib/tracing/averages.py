@@ -105,6 +105,29 @@ class AverageEffects:
         return out
 
 
+def critical_layers(effects: torch.Tensor, fraction: float = 0.8) -> list[int]:
+    """The contiguous layers around the peak of ``effects`` (one value per layer) that reach at
+    least ``fraction`` of the peak: MEMIT's "critical path" of MLP layers.
+
+    Usage: ``critical_layers(average_effects(records, "mlp").row("last subject token"))``
+    -> ``[2, 3, 4, 5, 6]``.
+    """
+    values = [float(v) for v in effects]
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"effects must be finite numbers, one per layer; got {values!r}.")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
+    peak = max(range(len(values)), key=values.__getitem__)
+    if values[peak] <= 0:
+        raise ValueError("effects has no positive peak: no layer restores the fact.")
+    low = high = peak
+    while low > 0 and values[low - 1] >= fraction * values[peak]:
+        low -= 1
+    while high < len(values) - 1 and values[high + 1] >= fraction * values[peak]:
+        high += 1
+    return list(range(low, high + 1))
+
+
 def average_effects(records: list[dict], kind: str) -> AverageEffects:
     """Average one kind over fact records written by :func:`trace_facts`.
 
