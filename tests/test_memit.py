@@ -116,3 +116,19 @@ def test_statistics_for_several_layers_in_one_pass_equal_each_layer_alone(corpus
         assert stats.count == alone.count
     again = key_statistics_for_layers(mt, [3, 0], source, 300)            # now read from the cache
     assert list(again) == [3, 0] and torch.equal(again[3].mom2, together[3].mom2)
+
+
+def test_targets_computed_once_give_the_same_edit(corpus):
+    from romelib.editing.memit import compute_memit, memit_targets
+
+    mt = make_tiny_model("llama")
+    hparams = tiny_hparams(corpus, v_num_grad_steps=3)
+    targets = memit_targets(mt, REQUESTS[:2], hparams)
+    for weight in (0.5, 5.0):
+        changed = MEMITHyperParams(**{**hparams.__dict__, "mom2_update_weight": weight})
+        direct = compute_memit(mt, REQUESTS[:2], changed)
+        shared = compute_memit(mt, REQUESTS[:2], changed, targets=targets)
+        for name in direct.deltas:
+            torch.testing.assert_close(shared.deltas[name], direct.deltas[name])
+    with pytest.raises(ValueError, match="targets has 2 entries for 3 requests"):
+        compute_memit(mt, REQUESTS, hparams, targets=targets)

@@ -25,17 +25,11 @@ never trusted.  Lookup order: the shipped ``data/stats/`` folder, then the user 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..core.checks import check_int, check_optional_int, check_text
@@ -44,25 +38,18 @@ from ..core.hooks import hooks
 from ..core.tokens import pad_batch, special_prefix
 from ..datasets.corpora import PROJECT_CORPUS, SourceUnavailable, TextSource, text_source
 from ..notices import announce
-from ..paths import cache_dir, project_data
+from .statistics_files import (
+    KeyStatistics,
+    expected_metadata,
+    load_statistics,
+    save_statistics,
+    statistics_paths,
+    weights_probe,
+)
 
 log = logging.getLogger(__name__)
 
-STATS_FORMAT = 1
 GENERATED_MAX_TOKENS = 50_000  # default cap when the model has to write its own text
-
-
-@dataclass
-class KeyStatistics:
-    """``mom2`` = E[k k^T] over ``count`` text tokens, keys taken at the input of mlp_proj."""
-
-    mom2: torch.Tensor      # (d_mlp, d_mlp), float32
-    count: int
-    metadata: dict
-
-    def __repr__(self) -> str:
-        return (f"KeyStatistics(layer={self.metadata.get('layer')}, {self.count:,} tokens of "
-                f"{self.metadata.get('source')!r}, d={self.mom2.shape[0]})")
 
 
 def token_windows(mt, documents: Iterator[str], window: int,
@@ -135,84 +122,6 @@ def collect_key_statistics(mt, layers: Sequence[int], documents: Iterator[str], 
     if count == 0:
         raise ValueError("The text source gave no tokens; check that its files are not empty.")
     return {layer: (sums[layer], count) for layer in layers}
-
-
-def weights_probe(mt, layer: int) -> list[float]:
-    """Norms of every weight the keys at ``layer`` depend on (embedding, blocks 0..layer).
-
-    Usage: ``weights_probe(mt, 6)``; compared with a tolerance, so that the same model
-    dequantised on another machine still matches while a different model does not.
-    The rewritten matrix itself is left out: edits at this layer do not change its keys.
-    """
-    rewritten = mt.module_name("mlp_proj", layer) + ".weight"
-    blocks = [f"{mt.arch.blocks}.{i}." for i in range(layer + 1)]
-    probe = [float(mt.module("embed").weight.float().norm())]
-    for name, param in mt.model.named_parameters():
-        if name != rewritten and any(name.startswith(b) for b in blocks):
-            probe.append(float(param.float().norm()))
-    return probe
-
-
-def _file_name(mt, layer: int, source: str, max_tokens: int | None) -> str:
-    safe_source = re.sub(r"[^A-Za-z0-9_.-]+", "_", source)
-    return f"mlp_proj_in.layer{layer:02d}.{safe_source}.{max_tokens or 'all'}.safetensors"
-
-
-def statistics_paths(mt, layer: int, source: str, max_tokens: int | None) -> list[Path]:
-    """Where statistics are looked for: the shipped data folder, then the user cache.
-
-    Usage: ``statistics_paths(mt, 6, "wikitext-2", None)``.
-    """
-    name = _file_name(mt, layer, source, max_tokens)
-    model = Path(mt.name).name
-    return [project_data("stats", model, name), cache_dir() / "stats" / model / name]
-
-
-def expected_metadata(mt, layer: int, source: str, max_tokens: int | None) -> dict:
-    """The header a statistics file for this model, layer and source must carry."""
-    return {"format": STATS_FORMAT, "model": Path(mt.name).name, "layer": layer,
-            "component": "mlp_proj input", "source": source, "max_tokens": max_tokens,
-            "d_mlp": mt.mlp_proj_weight(layer).shape[1]}
-
-
-def save_statistics(path: Path, stats: KeyStatistics) -> None:
-    """Usage: ``save_statistics(path, stats)``; written to a temporary name, then renamed."""
-    mom2 = stats.mom2.detach().to(torch.float32).cpu().contiguous()
-    metadata = {**stats.metadata, "count": stats.count,
-                "sha256": hashlib.sha256(mom2.numpy().tobytes()).hexdigest()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file({"mom2": mom2}, str(partial), metadata={"romelib": json.dumps(metadata)})
-    partial.chmod(0o644)
-    partial.replace(path)
-
-
-def load_statistics(path: Path, expected: dict, probe: list[float] | None = None) -> KeyStatistics:
-    """Load a statistics file, raising ``ValueError`` if it is stale or damaged.
-
-    Usage: ``load_statistics(path, expected_metadata(mt, 6, "wikitext-2", None), weights_probe(mt, 6))``.
-    """
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = json.loads(handle.metadata()["romelib"])
-            mom2 = handle.get_tensor("mom2")
-    except Exception as error:  # safetensors raises several types for a damaged file
-        raise ValueError(f"{path} cannot be read ({error})") from None
-    for key, value in expected.items():
-        if metadata.get(key) != value:
-            raise ValueError(f"{path}: {key} is {metadata.get(key)!r}, expected {value!r}")
-    if hashlib.sha256(mom2.numpy().tobytes()).hexdigest() != metadata.get("sha256"):
-        raise ValueError(f"{path}: the matrix does not match its checksum (damaged file)")
-    d = expected["d_mlp"]
-    if mom2.shape != (d, d) or not int(metadata.get("count", 0)) > 0:
-        raise ValueError(f"{path}: shape {tuple(mom2.shape)} or token count is wrong")
-    if probe is not None:
-        saved = metadata.get("weights_probe", [])
-        close = len(saved) == len(probe) and all(
-            abs(a - b) <= 1e-4 * max(abs(a), abs(b), 1e-8) for a, b in zip(saved, probe))
-        if not close:
-            raise ValueError(f"{path}: computed for different weights than this model's")
-    return KeyStatistics(mom2=mom2, count=int(metadata["count"]), metadata=metadata)
 
 
 def compute_statistics(mt, layers: Sequence[int], source: TextSource, *,

@@ -184,20 +184,42 @@ def spread_update(keys: torch.Tensor, missing: torch.Tensor, second_moment: torc
     return torch.linalg.solve(system, keys.T @ missing).T              # (d_model, d_mlp)
 
 
-def compute_memit(mt, requests, hparams=None) -> ComputedEdit:
-    """MEMIT's changes for a list of requests, spread over ``hparams.layers`` (weights untouched).
+def memit_targets(mt, requests, hparams=None) -> list:
+    """Each request's target for the residual stream at MEMIT's last layer, optimised like ROME's
+    v* (:func:`romelib.editing.rome.compute_value` with ``site="block"``).
 
-    Usage: ``change = compute_memit(mt, [request_1, request_2])``; ``romelib.edit(mt, requests,
-    method="memit")`` applies it.
+    Usage: ``values = memit_targets(mt, requests, hparams)``; ``value.value_init + value.delta``
+    is the target.  They depend on the layers and the v* settings, not on ``mom2_update_weight``,
+    so one list serves every lambda (``compute_memit(..., targets=values)``).
     """
+    requests = _requests(requests)
+    hparams = resolve_memit_hparams(mt, hparams)
+    prefixes = context_prefixes(mt, hparams.context_lengths, hparams.contexts_per_length)
+    return [compute_value(mt, r, hparams, prefixes, site="block", layer=hparams.layers[-1])
+            for r in tqdm(requests, desc="MEMIT: target of each fact", disable=len(requests) < 2)]
+
+
+def _requests(requests) -> list:
     requests = [as_request(r) for r in ([requests] if not isinstance(requests, (list, tuple)) else requests)]
     if not requests:
         raise ValueError("MEMIT needs at least one request.")
+    return requests
+
+
+def compute_memit(mt, requests, hparams=None, targets: list | None = None) -> ComputedEdit:
+    """MEMIT's changes for a list of requests, spread over ``hparams.layers`` (weights untouched).
+
+    Usage: ``change = compute_memit(mt, [request_1, request_2])``; ``romelib.edit(mt, requests,
+    method="memit")`` applies it.  ``targets``: the requests' :func:`memit_targets`, computed
+    once for several settings of ``mom2_update_weight``.
+    """
+    requests = _requests(requests)
     hparams = resolve_memit_hparams(mt, hparams)
     prefixes = context_prefixes(mt, hparams.context_lengths, hparams.contexts_per_length)
     last = hparams.layers[-1]
-    values = [compute_value(mt, r, hparams, prefixes, site="block", layer=last)
-              for r in tqdm(requests, desc="MEMIT: target of each fact", disable=len(requests) < 2)]
+    values = memit_targets(mt, requests, hparams) if targets is None else list(targets)
+    if len(values) != len(requests):
+        raise ValueError(f"targets has {len(values)} entries for {len(requests)} requests.")
     targets = torch.stack([(v.value_init + v.delta).double() for v in values])   # (n, d_model)
     params = dict(mt.model.named_parameters())
     names = [mt.module_name("mlp_proj", layer) + ".weight" for layer in hparams.layers]

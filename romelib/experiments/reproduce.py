@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from ..core.hparams import load_hparams
 from ..core.models import DEFAULT_MODEL, load_model
@@ -37,8 +36,6 @@ from ..plots.figures import (
     plot_average_effects,
     plot_critical_layers,
     plot_layer_curves,
-    plot_reach_vs_drop,
-    plot_sequential_runs,
     plot_severed,
     plot_traces,
 )
@@ -205,61 +202,6 @@ def memit_layers(context):
                  f"layers >= {MEMIT_FRACTION} x peak {chosen}, data/hparams/memit: {list(hparams.layers)}")
 
 
-def memit_batch_table(context):
-    """MEMIT on 100 held-out CounterFact records at once, beside the unedited model (saved run)."""
-    folder = memit_batch.RESULTS / "held_out-100"
-    summary = read_json(folder / "summary.json")
-    rows = {"unedited": summary["table"]["none"], f"MEMIT, {summary['records']} at once": summary["table"]["memit"]}
-    metrics = ("S", "ES", "PS", "NS")
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3), sharey=True)
-    for ax, metric in zip(axes, metrics):
-        ax.bar(range(len(rows)), [r[metric][0] for r in rows.values()],
-               yerr=[r[metric][1] for r in rows.values()], color=["tab:gray", "tab:orange"], capsize=3)
-        ax.set_xticks(range(len(rows)), list(rows), fontsize=8)
-        ax.set_title(metric)
-    axes[0].set_ylabel("percent (95% CI)")
-    timing = summary["timing"]
-    fig.suptitle(f"MEMIT batch edit: {summary['records']} held-out records, edit computed in "
-                 f"{timing['seconds'] / 60:.1f} min ({timing['threads']} thread(s))", fontsize=10)
-    fig.tight_layout()
-    text = "| | " + " | ".join(metrics) + " |\n|---|" + "---|" * len(metrics) + "\n" + "\n".join(
-        f"| {name} | " + " | ".join(f"{r[m][0]:.1f} ({r[m][1]:.1f})" for m in metrics) + " |"
-        for name, r in rows.items())
-    return (fig, text), f"saved run {folder}: {summary['command']}"
-
-
-def sequential_editing(context):
-    """Sequential editing curves of every saved run (data/results/sequential/)."""
-    runs = {path.stem: read_jsonl(path, key="step") for path in sorted(sequential.RESULTS.glob("*.jsonl"))}
-    if not runs:
-        raise FileNotFoundError(f"No sequential runs in {sequential.RESULTS}: python -m {sequential.MODULE}")
-    fig = plot_sequential_runs(runs, sequential.LABELS, f"Sequential editing of {DEFAULT_MODEL}")
-    return fig, "saved runs " + ", ".join(f"{name} ({rows[-1]['edits']} edits)" for name, rows in runs.items())
-
-
-def specificity_close_neighbours(context):
-    """Close-neighbour scores per method and ROME's reach against bleed (saved run)."""
-    summary = read_json(specificity.RESULTS / "summary.json")
-    close = summary["close"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    metrics = ("ES", "PS", "CN")
-    for i, (method, row) in enumerate(close.items()):
-        axes[0].bar(np.arange(3) + 0.2 * i - 0.3, [row[m][0] for m in metrics], width=0.2,
-                    yerr=[row[m][1] for m in metrics], label=method, capsize=2)
-    axes[0].set_xticks(range(3), ["efficacy", "paraphrase", "close neighbours"])
-    axes[0].set(ylabel="percent (95% CI)", title=f"{close['none']['cases']} close-neighbour cases")
-    axes[0].legend(fontsize=8)
-    pairs = specificity.reach_pairs()
-    if "reach_vs_drop" in summary:
-        x, y = zip(*pairs)
-        plot_reach_vs_drop([abs(v) for v in x], y, summary["reach_vs_drop"], ax=axes[1])
-    fig.tight_layout()
-    text = "| method | cases | " + " | ".join(metrics) + " |\n|---|---|" + "---|" * len(metrics) + "\n" + "\n".join(
-        f"| {m} | {r['cases']} | " + " | ".join(f"{r[k][0]:.1f} ({r[k][1]:.1f})" for k in metrics) + " |"
-        for m, r in close.items())
-    return (fig, text), f"saved run {specificity.RESULTS}: {summary['command']}"
-
-
 FIGURES = {"figure1_causal_traces": figure1,
            "figure2_average_indirect_effects": figure2,
            "figure3_severed_paths": figure3,
@@ -267,9 +209,9 @@ FIGURES = {"figure1_causal_traces": figure1,
            "edit_layer_sweep": figure_edit_layer_sweep,
            "table4_counterfact": table4,
            "memit_layers": memit_layers,
-           "memit_batch": memit_batch_table,
-           "sequential_editing": sequential_editing,
-           "specificity_close_neighbours": specificity_close_neighbours}
+           "memit_batch": lambda context: memit_batch.draw_summary(),
+           "sequential_editing": lambda context: sequential.draw_runs(),
+           "specificity_close_neighbours": lambda context: specificity.draw_summary()}
 MEMIT_FRACTION = 0.8          # notebook 11's rule for the critical layers
 
 
@@ -290,7 +232,7 @@ RECOMPUTE["figure3_severed_paths"] = RECOMPUTE["figure2_average_indirect_effects
 RECOMPUTE["memit_layers"] = RECOMPUTE["figure2_average_indirect_effects"]
 RECOMPUTE["memit_batch"] = ("romelib.experiments.memit_batch", "--split held_out --n 100")
 RECOMPUTE["sequential_editing"] = ("romelib.experiments.sequential",
-                                   "--method rome,rome-consistent,memit,ft+l --batch 10 --edits 60")
+                                   "--method rome,rome-consistent,memit --batch 10 --edits 40")
 RECOMPUTE["specificity_close_neighbours"] = ("romelib.experiments.specificity", "--methods none,rome,memit,ft+l")
 
 

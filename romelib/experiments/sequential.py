@@ -52,6 +52,7 @@ from ..editing.memit import MEMITHyperParams
 from ..editing.request import as_request
 from ..editing.rome import resolve_hparams
 from ..paths import results_dir
+from ..plots.figures import plot_sequential_runs
 from ..results import append_jsonl, read_jsonl, write_json
 from .launch import Worker, command_line, runner_parser, setup_logging
 from .specificity import wins
@@ -181,6 +182,18 @@ def run(mt, name: str, records: list[dict], batch: int, probes, windows, text_na
     with torch.no_grad():                      # leave the model as it was
         for key, original in originals.items():
             params[key].copy_(original)
+
+
+def draw_runs():
+    """Sequential editing curves of every saved run: figure, what it used.
+
+    Usage: ``fig, used = draw_runs()`` (``python -m romelib.experiments.reproduce``).
+    """
+    runs = {path.stem: read_jsonl(path, key="step") for path in sorted(RESULTS.glob("*.jsonl"))}
+    if not runs:
+        raise FileNotFoundError(f"No sequential runs in {RESULTS}: python -m {MODULE}")
+    fig = plot_sequential_runs(runs, LABELS, "Sequential editing: every step measured")
+    return fig, "saved runs " + ", ".join(f"{name} ({rows[-1]['edits']} edits)" for name, rows in runs.items())
 
 
 def main(argv=None) -> None:

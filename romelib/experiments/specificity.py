@@ -27,6 +27,8 @@ import math
 import statistics
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -39,6 +41,7 @@ from ..editing.memory import update_direction
 from ..editing.request import as_request
 from ..intervals import mean_and_ci
 from ..paths import project_data, results_dir
+from ..plots.figures import plot_reach_vs_drop
 from ..results import append_jsonl, read_json, read_jsonl, write_json
 from .launch import Worker, command_line, runner_parser, setup_logging
 
@@ -199,6 +202,32 @@ def summarize(folder=RESULTS) -> dict:
             summary["plus"][rows[0]["method"]] = {m: mean_and_ci([r[m] for r in rows])
                                                   for m in ("NS", "NS_plus")} | {"records": len(rows)}
     return summary
+
+
+def draw_summary(folder=RESULTS):
+    """Close-neighbour scores per method and ROME's reach against bleed: (figure, Markdown), used.
+
+    Usage: ``(fig, text), used = draw_summary()`` (``python -m romelib.experiments.reproduce``).
+    """
+    summary = read_json(folder / "summary.json")
+    close = summary["close"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    metrics = ("ES", "PS", "CN")
+    for i, (method, row) in enumerate(close.items()):
+        axes[0].bar(np.arange(3) + 0.2 * i - 0.3, [row[m][0] for m in metrics], width=0.2,
+                    yerr=[row[m][1] for m in metrics], label=method, capsize=2)
+    axes[0].set_xticks(range(3), ["efficacy", "paraphrase", "close neighbours"])
+    axes[0].set(ylabel="percent (95% CI)", title=f"{close['none']['cases']} close-neighbour cases")
+    axes[0].legend(fontsize=8)
+    pairs = reach_pairs(folder)
+    if "reach_vs_drop" in summary:
+        x, y = zip(*pairs)
+        plot_reach_vs_drop([abs(v) for v in x], y, summary["reach_vs_drop"], ax=axes[1])
+    fig.tight_layout()
+    text = "| method | cases | " + " | ".join(metrics) + " |\n|---|---|" + "---|" * len(metrics) + "\n" + "\n".join(
+        f"| {m} | {r['cases']} | " + " | ".join(f"{r[k][0]:.1f} ({r[k][1]:.1f})" for k in metrics) + " |"
+        for m, r in close.items())
+    return (fig, text), f"saved run {folder}: {summary['command']}"
 
 
 def main(argv=None) -> None:
