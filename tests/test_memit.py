@@ -132,3 +132,29 @@ def test_targets_computed_once_give_the_same_edit(corpus):
             torch.testing.assert_close(shared.deltas[name], direct.deltas[name])
     with pytest.raises(ValueError, match="targets has 2 entries for 3 requests"):
         compute_memit(mt, REQUESTS, hparams, targets=targets)
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(4, 12), seed=st.integers(0, 10**6), size=st.floats(0.01, 0.5))
+def test_a_change_through_an_rms_norm_lands_where_it_is_wanted(d, seed, size):
+    """Gemma's post-MLP norm, g * x / rms(x): the change found moves the norm's output to the
+    wanted point, up to the length the norm imposes, and keeps rms(x)."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    from romelib.editing.memit import _invert_rms_norm
+
+    generator = torch.Generator().manual_seed(seed)
+    norm = Gemma3RMSNorm(d).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(d, generator=generator, dtype=torch.float64))
+    x = torch.randn(3, d, generator=generator, dtype=torch.float64) * 5
+    now = norm(x)
+    noise = torch.randn(3, d, generator=generator, dtype=torch.float64)
+    wanted = size * now.norm(dim=1, keepdim=True) * noise / d ** 0.5
+    change = _invert_rms_norm(norm, x, wanted)
+    after = norm(x + change)
+    cosine = torch.nn.functional.cosine_similarity(after, now + wanted, dim=1)
+    assert torch.all(cosine > 1 - 1e-9)
+    torch.testing.assert_close((x + change).pow(2).mean(1), x.pow(2).mean(1))
+    layer_norm = torch.nn.LayerNorm(d).double()                      # not of that form: no answer
+    assert _invert_rms_norm(layer_norm, x, wanted) is None

@@ -165,11 +165,36 @@ def through_post_norm(mt, layer: int, outputs: torch.Tensor, wanted: torch.Tenso
     if not mt.arch.mlp_proj_feeds_mlp:
         return wanted
     norm = mt.module("mlp", layer)
+    exact = _invert_rms_norm(norm, outputs, wanted)
+    if exact is not None:
+        return exact
     changes = []
     for output, target in zip(outputs, wanted):
         jacobian = torch.func.jacrev(lambda v: norm(v.to(mt.dtype)).double())(output)   # (d, d)
         changes.append(torch.linalg.lstsq(jacobian, target[:, None]).solution[:, 0])
     return torch.stack(changes)
+
+
+@torch.no_grad()
+def _invert_rms_norm(norm, outputs: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor | None:
+    """For an RMS norm with a gain, ``norm(x) = g * x / rms(x)``: the exact change of ``x`` that
+    moves ``norm(x)`` by ``wanted`` (up to the length the norm imposes), keeping ``rms(x)``.
+
+    Returns None when ``norm`` is not of that form (checked numerically on ``outputs``).
+    A first-order solve is useless here: the norm's Jacobian is nearly singular (it removes
+    the radial direction and divides by rms(x)), and its least-squares inverse explodes.
+    """
+    x = outputs.double()
+    dtype = next(norm.parameters()).dtype
+    gain = norm(torch.ones(1, x.shape[1], dtype=dtype)).double()[0]          # rms(1) = 1: g itself
+    rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+    now = norm(x.to(dtype)).double()
+    if not torch.allclose(now, gain * x / rms, rtol=1e-3, atol=1e-3 * float(now.abs().max())):
+        return None
+    safe = torch.where(gain.abs() < 1e-3 * gain.abs().max(), torch.full_like(gain, float("inf")), gain)
+    direction = (now + wanted.double()) / safe                                # x-space, up to scale
+    target = direction * rms / direction.pow(2).mean(-1, keepdim=True).sqrt()
+    return target - x
 
 
 def spread_update(keys: torch.Tensor, missing: torch.Tensor, second_moment: torch.Tensor,

@@ -17,9 +17,9 @@ scale leads to gradual and catastrophic forgetting"):
   and of the latest one;
 * **neighbourhood**: the true object still wins on the neighbourhood prompts of 20 fixed
   records that are never edited;
-* **general ability**: perplexity on 4,096 tokens of held-out text (WikiText-2 test, or the
+* **general ability**: perplexity on 1,024 tokens (``--text-tokens``) of held-out text (WikiText-2 test, or the
   project's corpus when WikiText is not on the machine, named in the settings), and the share
-  of the project's known facts whose answer is still the model's top prediction;
+  of the project's first 50 known facts whose answer is still the model's top prediction;
 * **the update's norm** (Frobenius, all changed matrices) and the distance of the edited
   matrices from the original ones.
 
@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import torch
 from safetensors import safe_open
@@ -53,7 +53,7 @@ from ..editing.request import as_request
 from ..editing.rome import resolve_hparams
 from ..paths import results_dir
 from ..plots.figures import plot_sequential_runs
-from ..results import append_jsonl, read_jsonl, write_json
+from ..results import append_jsonl, check_settings, read_jsonl, write_json
 from .launch import Worker, command_line, runner_parser, setup_logging
 from .specificity import wins
 
@@ -61,6 +61,7 @@ MODULE = "romelib.experiments.sequential"
 RESULTS = results_dir("results", "sequential")
 SEQUENTIAL_METHODS = ("rome", "rome-consistent", "memit", "ft+l")
 PROBE_RECORDS = 20          # never edited: their neighbourhood prompts measure specificity
+FACTS = 50                  # the project's known facts whose top prediction is checked after each step
 LABELS = {"rome": "ROME (prompt key)", "rome-consistent": "r-ROME (consistent key)",   # by results file name
           "memit": "MEMIT, batches of 10", "ft_plus_l": "FT+L"}
 
@@ -78,7 +79,7 @@ def method_and_hparams(mt, name: str):
     raise ValueError(f"method must be one of {SEQUENTIAL_METHODS}, got {name!r}.")
 
 
-def held_out_text(mt, tokens: int = 4096) -> tuple[list[list[int]], str]:
+def held_out_text(mt, tokens: int = 1024) -> tuple[list[list[int]], str]:
     """Windows of 256 tokens of held-out text for perplexity, and the text's name."""
     try:
         source = text_source("wikitext-2")
@@ -143,10 +144,14 @@ def run(mt, name: str, records: list[dict], batch: int, probes, windows, text_na
     method, shipped = method_and_hparams(mt, name) if hparams is None else (name.split("-")[0], hparams)
     hparams = shipped
     path = RESULTS / f"{name.replace('+', '_plus_')}.jsonl"
+    facts = load_facts("project")[:FACTS]
+    check_settings(RESULTS, {name: {                # a resumed run must measure what it measured before
+        "hparams": asdict(hparams), "batch": batch, "first_record": records[0]["case_id"],
+        "probes": [r["case_id"] for r in probes], "text": text_name, "text_tokens": sum(map(len, windows)),
+        "facts": len(facts)}})
     rows = read_jsonl(path, key="step", repair=True)
     params = dict(mt.model.named_parameters())
     originals: dict[str, torch.Tensor] = {}
-    facts = load_facts("project")[:100]
     if not rows:
         _append_step(mt, path, 0, [], 0.0, 0.0, text_name, probes, windows, facts)
     elif rows[-1]["step"] > 0:                 # resume: the weights as they were after the last saved step
@@ -203,6 +208,8 @@ def main(argv=None) -> None:
                         help=f"one or more of {', '.join(SEQUENTIAL_METHODS)}, comma-separated, run in turn")
     parser.add_argument("--edits", type=int, default=100)
     parser.add_argument("--batch", type=int, default=1, help="edits per step (MEMIT)")
+    parser.add_argument("--text-tokens", type=int, default=1024, help="held-out text for perplexity "
+                        "(each step unembeds it over the whole vocabulary: the main cost of a step)")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args(argv)
     setup_logging()
@@ -220,7 +227,7 @@ def main(argv=None) -> None:
         mt = worker.load_model(args.model, args.threads)
         held_out = load_split("shared").held_out
         probes, records = held_out[:PROBE_RECORDS], held_out[PROBE_RECORDS:PROBE_RECORDS + args.edits]
-        windows, text_name = held_out_text(mt)
+        windows, text_name = held_out_text(mt, args.text_tokens)
         for method in methods:
             run(mt, method, records, args.batch if method == "memit" else 1, probes, windows, text_name)
     summary = {"command": command_line(MODULE, argv, drop=("--summarize-only",)),
