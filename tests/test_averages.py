@@ -177,7 +177,9 @@ def test_saved_summary_matches_its_records():
     assert 1 <= traced <= len(records) <= settings["facts_selected"]
     keys = [(r["fact"]["prompt"], r["fact"]["subject"]) for r in records]
     assert len(set(keys)) == len(keys), "a fact was traced twice"
-    assert all(r["high_score"] > r["low_score"] for r in records)
+    # corrupting the subject lowers the answer's probability for almost every fact (it can
+    # raise it: for "Palau" the noise makes the answer likelier, 0.106 -> 0.164)
+    assert sum(r["high_score"] > r["low_score"] for r in records) >= 0.95 * len(records)
     again = averages.summarize(records[:traced], summary["settings"])
     for kind in ("hidden", "mlp", "attn"):
         saved, recomputed = summary["kinds"][kind], again["kinds"][kind]
