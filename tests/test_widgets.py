@@ -139,6 +139,12 @@ def test_the_edit_widget_edits_shows_and_undoes(editor):
     editor.undo()
     assert all(torch.equal(p, params[n]) for n, p in editor.mt.model.named_parameters())
     assert editor.undo_button.disabled and "bit for bit" in editor.status.value
+    # the predictions made after the undo are shown, and they are those from before the edit
+    import re
+    column = lambda name: re.findall(f"<td class='{name}'>(.*?)</td>", editor.output.value)
+    # one row per prompt: the edited prompt, its paraphrase and two neighbours
+    assert "after undo" in editor.output.value and len(column("undone")) == len(column("before")) == 4
+    assert column("undone") == column("before") and "those from before the edit" in editor.status.value
 
 
 def test_the_edit_widget_reports_bad_input(editor):

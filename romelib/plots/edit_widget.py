@@ -14,7 +14,8 @@ greedy generation, and for each neighbour prompt how strongly the rank-one updat
 it: ``(u . k) / (u . k*)`` at the neighbour's token where it is largest, with ``u = C^-1 k_avg``
 the update's direction (1 means the neighbour's key is changed as much as the subject's; 0,
 not at all) and the cosine of that key with the subject's ``k*``.  **Undo** puts the weights
-back bit for bit.  The controls are disabled, with a status line, while an edit runs.
+back bit for bit and adds a column with the predictions made after it, which equal those
+from before the edit.  The controls are disabled, with a status line, while an edit runs.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class EditWidget:
     """
 
     def __init__(self, mt, cases=None, generation_tokens: int = 12, neighbours: int = 4, hparams=None):
-        self.mt, self.handle, self.seconds = mt, None, None
+        self.mt, self.handle, self.seconds, self.shown = mt, None, None, None
         self.cases = list(load_counterfact("project")[:30] if cases is None else cases)
         self.generation_tokens, self.neighbours = generation_tokens, neighbours
         self.hparams = resolve_hparams(mt, hparams)          # the model's file unless given
@@ -106,18 +107,19 @@ class EditWidget:
     def _lines(self, widget) -> list[str]:
         return [line.strip() for line in widget.value.splitlines() if line.strip()]
 
-    def snapshot(self) -> dict:
-        """Top predictions, a greedy generation and the prompts they were made on."""
-        request = self.request()
-        prompts = [request.filled_prompt, *self._lines(self.paraphrases), *self._lines(self.neighbourhood)]
+    def snapshot(self, prompts: list[str] | None = None) -> dict:
+        """Top predictions, a greedy generation (of the first prompt) and the prompts they were
+        made on: the edited prompt, the paraphrases and the neighbours unless ``prompts`` are given."""
+        if prompts is None:
+            prompts = [self.request().filled_prompt, *self._lines(self.paraphrases),
+                       *self._lines(self.neighbourhood)]
         top = predict(self.mt, prompts, k=3)
-        text = generate(self.mt, [request.filled_prompt], self.generation_tokens)[0]
+        text = generate(self.mt, prompts[:1], self.generation_tokens)[0]
         return {"prompts": prompts, "top": top, "generation": text}
 
     def apply(self) -> None:
         """Run the edit (the "Edit" button): before, edit, after, key overlap; controls disabled meanwhile."""
-        if self.handle is not None:
-            self.undo()
+        self._restore()
         self._busy("editing… (computing k*, v* and the update)")
         try:
             before = self.snapshot()
@@ -126,10 +128,11 @@ class EditWidget:
             self.seconds = time.perf_counter() - started
             after = self.snapshot()
             overlap = self.key_overlap()
+            self.shown = (before, after, overlap)
             self.output.value = self._render(before, after, overlap)
             self.status.value = f"edited layer {self.layer.value} in {self.seconds:.1f} s"
         except (ValueError, TypeError) as error:
-            self.handle = None
+            self.handle, self.shown = None, None
             self.output.value = (f"<div style='color:#b00020'><b>Cannot edit:</b> "
                                  f"{html.escape(str(error))}</div>")
             self.status.value = "ready"
@@ -137,12 +140,30 @@ class EditWidget:
             self._idle()
 
     def undo(self) -> None:
-        """Restore the weights as they were (the "Undo" button)."""
+        """Restore the weights as they were (the "Undo" button) and show the predictions made
+        after it beside those from before the edit."""
+        if self.handle is None:
+            self.undo_button.disabled = True
+            return
+        self._busy("undoing… (restoring the weights, predicting again)")
+        try:
+            self._restore()
+            message = "undone: the weights are back, bit for bit"
+            if self.shown is not None:
+                before, after, overlap = self.shown
+                undone = self.snapshot(before["prompts"])                 # the same prompts again
+                self.output.value = self._render(before, after, overlap, undone)
+                tokens = lambda shot: [[p.token for p in row] for row in shot["top"]]
+                message += ("; the predictions are those from before the edit"
+                            if tokens(undone) == tokens(before) else "; the predictions differ from before the edit")
+            self.status.value = message
+        finally:
+            self._idle()
+
+    def _restore(self) -> None:
         if self.handle is not None:
             self.handle.restore()
             self.handle = None
-            self.status.value = "undone: the weights are back, bit for bit"
-        self.undo_button.disabled = True
 
     def key_overlap(self) -> list[tuple[str, float, float]]:
         """For each neighbour prompt: the update's reach ``(u . k) / (u . k*)`` and ``cos(k, k*)``
@@ -175,17 +196,23 @@ class EditWidget:
             control.disabled = False
         self.undo_button.disabled = self.handle is None
 
-    def _render(self, before: dict, after: dict, overlap) -> str:
-        def cell(predictions):
-            return ", ".join(f"{html.escape(p.token)!s} {p.probability:.2f}" for p in predictions)
+    def _render(self, before: dict, after: dict, overlap, undone: dict | None = None) -> str:
+        def cell(predictions, column):
+            text = ", ".join(f"{html.escape(p.token)!s} {p.probability:.2f}" for p in predictions)
+            return f"<td class='{column}'>{text}</td>"
         n_para = len(self._lines(self.paraphrases))
         kinds = ["edited prompt"] + ["paraphrase"] * n_para + ["neighbour"] * (len(before["prompts"]) - 1 - n_para)
-        rows = "".join(f"<tr><td>{kind}</td><td>{html.escape(prompt)}</td><td>{cell(b)}</td><td>{cell(a)}</td></tr>"
-                       for kind, prompt, b, a in zip(kinds, before["prompts"], before["top"], after["top"]))
+        last = undone["top"] if undone else [None] * len(kinds)
+        rows = "".join(f"<tr><td>{kind}</td><td>{html.escape(prompt)}</td>{cell(b, 'before')}{cell(a, 'after')}"
+                       f"{cell(u, 'undone') if u is not None else ''}</tr>"
+                       for kind, prompt, b, a, u in zip(kinds, before["prompts"], before["top"], after["top"], last))
         reach = "".join(f"<tr><td>{html.escape(p)}</td><td>{r:+.2f}</td><td>{c:+.2f}</td></tr>"
                         for p, r, c in overlap)
-        return (f"<table><tr><th></th><th>prompt</th><th>before: top 3</th><th>after: top 3</th></tr>{rows}</table>"
+        header = "<th>after undo: top 3</th>" if undone else ""
+        generation = (f"<br><b>generation after undo:</b> {html.escape(undone['generation'])}" if undone else "")
+        return (f"<table><tr><th></th><th>prompt</th><th>before: top 3</th><th>after: top 3</th>{header}</tr>"
+                f"{rows}</table>"
                 f"<p><b>generation before:</b> {html.escape(before['generation'])}<br>"
-                f"<b>generation after:</b> {html.escape(after['generation'])}</p>"
+                f"<b>generation after:</b> {html.escape(after['generation'])}{generation}</p>"
                 f"<table><tr><th>neighbour prompt</th><th>update's reach (u·k)/(u·k*)</th>"
                 f"<th>cos(k, k*)</th></tr>{reach}</table>")
