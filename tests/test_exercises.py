@@ -103,6 +103,24 @@ def es_ps_ns_by_product(scores):
     return {m: metrics[m] for m in ("ES", "PS", "NS")}
 
 
+def handover(result, position, last=False):
+    effects = result.indirect_effects
+    layers = [layer for layer in range(effects.shape[1]) if effects[-1, layer] > effects[position, layer]]
+    return (layers[-1] if last else layers[0]) if layers else None
+
+
+def handover_from_first_subject_token(result):
+    return handover(result, result.subject_range[0])
+
+
+def handover_after_subject(result):
+    return handover(result, result.subject_range[1])
+
+
+def handover_last_layer(result):
+    return handover(result, result.subject_range[1] - 1, last=True)
+
+
 # checker, notebook chapter, function name, needs the model, [(wrong answer, a piece of its hint)]
 CASES = [
     ("check_mlp_term", "model_tour", "mlp_term", True, [(mlp_term_with_attention, "subtract the attention")]),
@@ -132,6 +150,9 @@ CASES = [
     ("check_strongest_token", "explorer", "strongest_token", False,
      [(lambda result, layer: (result.tokens[int(result.indirect_effects[layer].nan_to_num(-1).argmax())], 0.3),
        "column")]),
+    ("check_handover_layer", "explorer", "handover_layer", False,
+     [(handover_from_first_subject_token, "first subject token"), (handover_after_subject, "exclusive"),
+      (handover_last_layer, "FIRST layer"), (lambda result: 3, "return None")]),
     ("check_fit_memory", "associative_memory", "fit_memory", False,
      [(lambda K, V: V @ K.T, "pseudoinverse"), (normal_equations, "singular")]),
     ("check_insert_pair", "associative_memory", "insert_pair", False, [(insert_with_c, "C^-1")]),

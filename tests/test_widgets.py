@@ -49,12 +49,11 @@ def test_picking_a_fact_fills_prompt_and_subject_and_renders_once(explorer):
 
 
 def test_bad_input_becomes_a_message(explorer):
-    before = explorer.image.value
     explorer.subject.value = "Eiffel Tower"       # not in the prompt
     assert "does not occur" in explorer.message.value
-    assert explorer.image.value == before and "ready" in explorer.status.value
+    assert explorer.image.value == b"" and "ready" in explorer.status.value   # no stale figure
     explorer.subject.value = FACTS[1].subject
-    assert explorer.message.value == ""
+    assert explorer.message.value == "" and explorer.image.value[:4] == b"\x89PNG"
 
 
 def test_busy_indicator_is_shown_while_computing(explorer, monkeypatch):

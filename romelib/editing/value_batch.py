@@ -167,7 +167,7 @@ def reference_pass(mt, batch: ValueBatch, layer: int, site: str = "mlp_proj"):
     """
     cache = None
     if batch.head is not None:
-        cache = mt.model(**batch.head, use_cache=True, logits_to_keep=1).cache
+        cache = mt.model.base_model(**batch.head, use_cache=True).cache   # no unembedding
     saved, replayed = {}, replayed_layers(layer, site)
     handle = (mt.module("block", replayed - 1).register_forward_hook(
         lambda module, args, output: saved.update(output=output)) if replayed > 0 else None)

@@ -19,7 +19,7 @@ from .average_effects import check_group_positions, check_grouped_effects, check
 from .corrupt_and_restore import check_corrupt_with_noise, check_restore_hidden_state
 from .counterfact_table import check_counterfact_score, check_es_ps_ns, check_ngram_entropy
 from .edit_and_generate import check_greedy_generate, check_sequence_probability
-from .explorer import check_strongest_token
+from .explorer import check_handover_layer, check_strongest_token
 from .memit import check_critical_layers, check_spread_update
 from .model_tour import check_mlp_term, check_next_token_probability
 from .rome_step_by_step import check_average_key, check_rank_one_update
@@ -41,6 +41,7 @@ __all__ = [
     # 04 average effects
     "check_group_positions", "check_grouped_effects", "check_mean_and_ci95",
     # 05 explorer
+    "check_handover_layer",
     "check_strongest_token",
     # 06 associative memory
     "check_fit_memory", "check_insert_pair",

@@ -90,15 +90,22 @@ score 5.6 points below the unedited model's (tune split again; the rows are in t
   Tucson takes 7 of 10 other Cambodian provinces along; "Greenwich *Park*": 3 of 10).
   ROME writes at the last subject token, so neighbours with nearly the same key there
   move with the edit; no setting above avoids that without losing paraphrases.
+* Where C comes from (24 tune cases, layer 5, the current defaults; same k*, v*, only C
+  differs): C from WikiText-2 gives efficacy / paraphrase / neighbourhood 100 / 93.8 /
+  72.9%, C from the model's own text (`mom2_source "project-corpus"`, `data/corpora/`)
+  100 / 95.8 / 72.9%, C = I 100 / 95.8 / 50.8% (unedited 77.5%).  So C's source hardly
+  matters; having C at all is worth 22 points of neighbourhood success.
 
-The acceptance test of the issue (efficacy >= 99%, paraphrase >= 85%, neighbourhood no
+The target set for these settings (efficacy >= 99%, paraphrase >= 85%, neighbourhood no
 more than 5 points below the unedited model) holds on the tune split at layer 5
 (100 / 91.7 / -2.5 points).  On records never used for a choice (the CounterFact table of
-`romelib.experiments.table4`, `data/results/table4_counterfact/`, 100 held-out shared records, these
-settings unchanged): efficacy 100%, paraphrase 89.0%, neighbourhood 70.4% against 74.6%
-unedited, 4.2 points below (paired 95% interval 2.4-6.4).  The first 50 of those records
-gave 93.0% / 5.6 points below, the next 50 85.0% / 2.8 below; the table was extended to
-100 records because 50 left the neighbourhood result within noise of the limit.
+`romelib.experiments.table4`, `data/results/table4_counterfact/`, 100 held-out shared
+records): with the KL term at the prompt's last token, the setting of the sweep, efficacy
+100%, paraphrase 89.0%, neighbourhood 70.4% against 74.6% unedited, 4.2 points below
+(paired 95% interval 2.4-6.4); with the current defaults (KL term where the authors' code
+reads it, NLL early stop) 100%, 93.0% and 69.9%, 4.7 points below (2.7-7.0).  The table
+was extended from 50 to 100 records because 50 left the neighbourhood result within noise
+of the limit.
 
 Commands (from the repository root; resumable; `--summary` rewrites this file):
 
@@ -109,6 +116,9 @@ Commands (from the repository root; resumable; `--summary` rewrites this file):
         --set clamp_norm_factor=0.75 --set update_key='"prompt"'
     python -m romelib.experiments.edit_layer_sweep --split tune --layers 5 --cases 24 --threads 1 \\
         --set clamp_norm_factor=1.0 --set update_key='"prompt"' --variant mom2_max_tokens=null
+    python -m romelib.experiments.edit_layer_sweep --split tune --layers 5 --cases 24 --threads 1 \\
+        --set clamp_norm_factor=1.0 --set update_key='"prompt"' \\
+        --variant mom2_source='"project-corpus"' --variant identity_covariance=true
     python -m romelib.experiments.edit_layer_sweep --summary
 
 An earlier, interrupted run with more cases scored the unedited model on 24 cases and

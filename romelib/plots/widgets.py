@@ -148,6 +148,7 @@ class Explorer:
             self.image.value = self.draw(result, self.layer.value)
             self.message.value = ""
         except ValueError as error:
+            self.image.value = b""                         # a message instead of a stale figure
             self.message.value = (f"<div style='color:#b00020'><b>Cannot trace this input:</b> "
                                   f"{html.escape(str(error))}</div>")
         finally:
