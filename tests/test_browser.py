@@ -72,6 +72,10 @@ def _serve(tmp_path, notebook: Path):
     root.mkdir()
     shutil.copy(notebook, root / notebook.name)
     port, token = _free_port(), secrets.token_hex(16)
+    # render every cell: JupyterLab's default windowing hides cells scrolled out of view
+    settings = tmp_path / "config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     env = {**os.environ, "ROMELIB_FAST": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
@@ -211,8 +215,8 @@ def _run_notebook_and_move_slider(page, url: str) -> None:
     page.locator(".widget-html", has_text="ready").first.wait_for(timeout=60_000)
     assert page.locator(".widget-html", has_text="does not occur in the prompt").count() == 0
     image = page.locator(".widget-image").first
+    image.scroll_into_view_if_needed(timeout=30_000)
     image.wait_for(state="visible", timeout=30_000)
-    image.scroll_into_view_if_needed()
     before = image.get_attribute("src")
     page.screenshot(path=str(ARTIFACTS / "explorer_before.png"), full_page=True)
 
