@@ -145,26 +145,24 @@ def _playwright():
     return executable, sync_playwright
 
 
-def test_explorer_redraws_when_the_layer_slider_moves(jupyter_lab):
+def _in_chromium(steps, url: str, final_screenshot: str) -> None:
+    """Run ``steps(page, url)`` in headless Chromium; screenshot the page at the end, whatever happens."""
     executable, sync_playwright = _playwright()
     with sync_playwright() as playwright:
         browser, page = _chromium_page(playwright, executable)
         try:
-            _run_notebook_and_move_slider(page, jupyter_lab)
+            steps(page, url)
         finally:
-            page.screenshot(path=str(ARTIFACTS / "explorer_final.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / final_screenshot), full_page=True)
             browser.close()
+
+
+def test_explorer_redraws_when_the_layer_slider_moves(jupyter_lab):
+    _in_chromium(_run_notebook_and_move_slider, jupyter_lab, "explorer_final.png")
 
 
 def test_edit_widget_edits_and_undoes_in_the_browser(widget_lab):
-    executable, sync_playwright = _playwright()
-    with sync_playwright() as playwright:
-        browser, page = _chromium_page(playwright, executable)
-        try:
-            _edit_and_undo(page, widget_lab)
-        finally:
-            page.screenshot(path=str(ARTIFACTS / "edit_widget_final.png"), full_page=True)
-            browser.close()
+    _in_chromium(_edit_and_undo, widget_lab, "edit_widget_final.png")
 
 
 def _run_all(page, url: str) -> None:
