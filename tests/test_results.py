@@ -111,3 +111,29 @@ def test_a_killed_writer_leaves_a_torn_line_that_the_next_run_repairs(tmp_path):
     os.waitpid(pid, 0)
     results.append_jsonl(path, {"case_id": 2})
     assert [r["case_id"] for r in results.read_jsonl(path)] == [1, 2]
+
+
+def test_migration_labels_saved_rome_and_memit_settings_once(tmp_path):
+    """Settings saved before ``unembed_dtype`` existed are labelled float32 ("model"), never
+    anything else, and a second migration changes nothing."""
+    from romelib.experiments.migrate import migrate_unembed_dtype
+    from romelib.results import read_json, read_jsonl, write_json
+
+    results, sweep = tmp_path / "results", tmp_path / "sweep"
+    (results / "memit" / "run").mkdir(parents=True)
+    sweep.mkdir()
+    write_json(results / "settings.json", {"model": "m", "rome": ["rome", {"v_num_grad_steps": 20}],
+                                           "ft": ["ft", {"lr": 1e-3}],
+                                           "new": {"v_num_grad_steps": 5, "unembed_dtype": "auto"}})
+    write_json(results / "memit" / "run" / "settings.json", {"memit": {"v_num_grad_steps": 20}})
+    rows = [{"case_id": 1, "layer": -1, "settings": {}}, {"case_id": 1, "layer": 5, "settings": {"kl_token": "fact"}}]
+    (sweep / "results_tune.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    changes = migrate_unembed_dtype(results, sweep)
+    assert len(changes) == 3
+    top = read_json(results / "settings.json")
+    assert top["rome"][1]["unembed_dtype"] == "model" and "unembed_dtype" not in top["ft"][1]
+    assert top["new"]["unembed_dtype"] == "auto"                       # made with the option: kept
+    assert read_json(results / "memit" / "run" / "settings.json")["memit"]["unembed_dtype"] == "model"
+    saved = read_jsonl(sweep / "results_tune.jsonl")
+    assert saved[0]["settings"] == {} and saved[1]["settings"]["unembed_dtype"] == "model"
+    assert migrate_unembed_dtype(results, sweep) == []

@@ -77,3 +77,25 @@ def _close(rows, expected) -> bool:
             else:
                 assert row[key] == value, (row["step"], key)
     return True
+
+
+def _row(edits, perplexity, efficacy_all, norm=1.0):
+    return {"edits": edits, "perplexity": perplexity, "efficacy_all": efficacy_all,
+            "efficacy_latest": 1.0, "neighbourhood": 0.8, "facts_known": 0.9,
+            "update_norm": norm, "distance": float(edits)}
+
+
+def test_run_summary_finds_the_first_collapse_and_only_a_real_one():
+    start = {**_row(0, 50.0, None, 0.0), "efficacy_latest": None}
+    calm = [start] + [_row(e, 50.0 + e, 1.0) for e in range(1, 6)]
+    summary = sequential.run_summary(calm)
+    assert summary["collapse_at"] is None and summary["edits"] == 5
+    assert summary["largest_perplexity_ratio"] == pytest.approx(55 / 50)
+    perplexity_jump = calm[:3] + [_row(3, 101.0, 1.0, norm=40.0)] + calm[4:]
+    summary = sequential.run_summary(perplexity_jump)
+    assert summary["collapse_at"] == 3 and summary["largest_norm"] == 40.0
+    forgetting = calm[:4] + [_row(4, 52.0, 0.25), _row(5, 500.0, 0.0)]
+    assert sequential.run_summary(forgetting)["collapse_at"] == 4        # the first, not the worst
+    assert sequential.run_summary(forgetting)["worst_efficacy_all"] == 0.0
+    with pytest.raises(ValueError, match="no edit step"):
+        sequential.run_summary([start])

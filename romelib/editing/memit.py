@@ -37,6 +37,7 @@ from ..core.checks import check_choice, check_int, check_number, check_optional_
 from ..core.hooks import hooks
 from ..core.hparams import hparams_from_dict, load_hparams
 from ..core.tokens import pad_batch
+from ..core.unembedding_precision import UNEMBED_DTYPES
 from .context_prefixes import context_prefixes
 from .key_statistics import key_statistics_for_layers
 from .request import ComputedEdit, as_request
@@ -64,6 +65,7 @@ class MEMITHyperParams:
     mom2_source: str = "wikitext-2"
     mom2_max_tokens: int | None = 100_000
     mom2_update_weight: float = 15_000.0     # lambda: the weight of C against the new keys
+    unembed_dtype: str = "auto"              # the target steps' unembedding (as ROME's)
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -75,6 +77,7 @@ class MEMITHyperParams:
             check_int("layers", layer, minimum=0)
         check_choice("fact_token", self.fact_token, FACT_TOKENS)
         check_choice("kl_token", self.kl_token, KL_TOKENS)
+        check_choice("unembed_dtype", self.unembed_dtype, UNEMBED_DTYPES)
         check_int("v_num_grad_steps", self.v_num_grad_steps, minimum=1)
         check_int("contexts_per_length", self.contexts_per_length, minimum=0)
         for name in ("v_lr", "clamp_norm_factor", "mom2_update_weight"):

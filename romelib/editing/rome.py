@@ -24,7 +24,11 @@ The optimisation of v\\* is where the time goes, so it computes only what it nee
 prompts run in one batch; the unembedding sees only the positions that predict a target
 token; the part of each prompt before the subject's last token runs once (its attention
 keys and values are cached); the layers below the edit run once and are then replayed;
-and the KL term's reference distribution is computed once (see :mod:`romelib.editing.value_batch`).
+and the first step, with delta still zero, also yields the keys of step 1 and the KL
+term's reference distribution (see :mod:`romelib.editing.value_batch`).  Where the
+hardware has fast bfloat16, the unembedding's product in those steps runs in bfloat16
+(``unembed_dtype="auto"``; ``"model"`` keeps float32, as the authors' code;
+:mod:`romelib.core.unembedding_precision` says what that changes).
 """
 from __future__ import annotations
 
@@ -38,17 +42,19 @@ from ..core.checks import check_choice, check_int, check_number, check_optional_
 from ..core.hooks import hooks
 from ..core.hparams import hparams_from_dict, load_hparams
 from ..core.tokens import pad_batch
+from ..core.unembedding_precision import UNEMBED_DTYPES, unembed_dtype, unembedding_in
 from .context_prefixes import context_prefixes
 from .key_statistics import key_statistics
 from .memory import rank_one_update
 from .request import ComputedEdit, EditRequest, as_request
 from .value_batch import (
     ValueBatch,
+    head_cache,
     padded_positions,
     prompt_rows,
-    reference_pass,
     replay_blocks_below,
     replayed_layers,
+    saving_block_output,
     scored_logits,
     value_batch,
 )
@@ -82,6 +88,7 @@ class ROMEHyperParams:
     mom2_max_tokens: int | None = None       # None: all of it
     identity_covariance: bool = False        # ablation: C = I
     update_key: str = "prompt"               # stored exactly: "prompt" (ROME's code) or "average"
+    unembed_dtype: str = "auto"              # the v* steps' unembedding: see UNEMBED_DTYPES
 
     def __post_init__(self):
         """Every field is checked: a value outside its range would silently compute another
@@ -101,6 +108,7 @@ class ROMEHyperParams:
         check_text("mom2_source", self.mom2_source)
         check_optional_int("mom2_max_tokens", self.mom2_max_tokens, minimum=1)
         check_choice("update_key", self.update_key, ("prompt", "average"))
+        check_choice("unembed_dtype", self.unembed_dtype, UNEMBED_DTYPES)
         if not isinstance(self.identity_covariance, bool):
             raise TypeError(f"identity_covariance must be True or False, got {self.identity_covariance!r}.")
         for name in ("kl_prompts", "context_lengths"):
@@ -125,6 +133,7 @@ class ValueResult:
     delta: torch.Tensor            # (d_model,)
     value_init: torch.Tensor       # mlp_proj output at the fact token of the plain prompt
     losses: list[dict] = field(default_factory=list)
+    keys: torch.Tensor | None = None   # (prompts, d_mlp): compute_keys's result, from the first pass
 
 
 @torch.no_grad()
@@ -172,34 +181,45 @@ def compute_value(mt, request: EditRequest, hparams: ROMEHyperParams,
     """Optimise ``delta`` so that ``mlp_proj``'s output + delta makes the new target likely.
 
     Usage: ``value = compute_value(mt, request, hp, context_prefixes(mt))``; then
-    ``value.delta`` (d_model,) and ``value.losses`` (one dict per step).  MEMIT optimises
-    the residual stream instead: ``site="block"`` at ``layer`` (its last edited layer).
+    ``value.delta`` (d_model,), ``value.losses`` (one dict per step) and ``value.keys`` (the
+    keys of step 1, read in the first pass).  MEMIT optimises the residual stream instead:
+    ``site="block"`` at ``layer`` (its last edited layer); ``value.keys`` is then None.
     """
     layer = hparams.layer if layer is None else layer
     batch = value_batch(mt, request, prefixes, hparams.fact_token, hparams.kl_prompts,
                         hparams.kl_token)
-    cache, below, values, log_probs = reference_pass(mt, batch, layer, site)
-    value_init = values[0].float()                                     # plain prompt
-    kl_reference = log_probs[batch.n_rewrite * len(batch.target_ids):]  # computed once
-    delta = torch.zeros_like(value_init, requires_grad=True)
+    cache = head_cache(mt, batch)
+    name, replayed, first = f"{site}.{layer}", replayed_layers(layer, site), {}
+    delta = torch.zeros(mt.d_model, device=mt.device, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=hparams.v_lr)
-    max_norm = hparams.clamp_norm_factor * value_init.norm()
     at_fact = torch.zeros(1, batch.tail["input_ids"].shape[1], 1, device=mt.device, dtype=mt.dtype)
     at_fact[0, 0] = 1.0                                                # tail column 0
-    add_delta = lambda output, name: output + at_fact * delta.to(output.dtype)
+
+    def add_delta(output, _name):
+        first.setdefault("value_init", output[0, 0].detach().float())  # plain prompt, delta = 0
+        return output + at_fact * delta.to(output.dtype)
+
     losses = []
-    with torch.enable_grad(), replay_blocks_below(mt, replayed_layers(layer, site), below), hooks(
-            mt, [f"{site}.{layer}"], retain_output=False, edit_output=add_delta):
+    with torch.enable_grad(), unembedding_in(mt, unembed_dtype(mt, hparams.unembed_dtype)), hooks(
+            mt, [name], retain_input=site == "mlp_proj", retain_output=False, edit_output=add_delta) as acts:
         for step in range(hparams.v_num_grad_steps):
-            logits = scored_logits(mt, batch, cache)
-            terms = value_loss(torch.log_softmax(logits, dim=-1), batch, kl_reference,
-                               delta, value_init, hparams)
+            if step == 0:                                              # delta = 0: the unedited model
+                with saving_block_output(mt, replayed, first):
+                    log_probs = torch.log_softmax(scored_logits(mt, batch, cache), dim=-1)
+                kl_reference = log_probs[batch.n_rewrite * len(batch.target_ids):].detach()
+                value_init = first["value_init"]
+                max_norm = hparams.clamp_norm_factor * value_init.norm()
+                keys = acts[name].input[:batch.n_rewrite, 0].detach().float() if site == "mlp_proj" else None
+            else:
+                with replay_blocks_below(mt, replayed, first.get("output")):
+                    log_probs = torch.log_softmax(scored_logits(mt, batch, cache), dim=-1)
+            terms = value_loss(log_probs, batch, kl_reference, delta, value_init, hparams)
             loss = sum(terms)
             losses.append(_loss_record(step, terms, delta))
             if should_stop(step, loss, terms[0], hparams):
                 break
             step_and_clamp(optimizer, loss, delta, max_norm)
-    return ValueResult(delta=delta.detach(), value_init=value_init, losses=losses)
+    return ValueResult(delta=delta.detach(), value_init=value_init, losses=losses, keys=keys)
 
 
 def should_stop(step: int, loss, nll, hparams: ROMEHyperParams) -> bool:
@@ -288,8 +308,8 @@ def compute_rome(mt, request, hparams=None) -> ComputedEdit:
     """
     request, hparams = as_request(request), resolve_hparams(mt, hparams)
     prefixes = context_prefixes(mt, hparams.context_lengths, hparams.contexts_per_length)
-    keys = compute_keys(mt, request, hparams, prefixes)                # step 1
-    value = compute_value(mt, request, hparams, prefixes)               # step 2
+    value = compute_value(mt, request, hparams, prefixes)               # step 2 (and step 1's keys)
+    keys = value.keys                                                  # = compute_keys(...)
     second_moment = None if hparams.identity_covariance else key_statistics(
         mt, hparams.layer, hparams.mom2_source, hparams.mom2_max_tokens).mom2   # step 3
     return rome_result(mt, request, hparams, prefixes, keys, value, second_moment)  # step 4

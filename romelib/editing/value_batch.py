@@ -3,16 +3,20 @@
 Usage::
 
     rows, positions = prompt_rows(mt, request, prefixes, "subject_last")
-    batch = value_batch(mt, request, hparams, prefixes)
-    cache, below, values, log_probs = reference_pass(mt, batch, layer)     # once
-    with replay_blocks_below(mt, layer, below):
-        logits = scored_logits(mt, batch, cache)                           # every step
+    batch = value_batch(mt, request, prefixes, "subject_last", ["{} is a"])
+    cache = head_cache(mt, batch)                                       # once
+    with saving_block_output(mt, layer, saved := {}):                   # the first step
+        logits = scored_logits(mt, batch, cache)
+    with replay_blocks_below(mt, layer, saved["output"]):               # every later step
+        logits = scored_logits(mt, batch, cache)
 
 Every prompt is cut just before its fact token (the subject's last token).  Nothing before
 that token depends on the vector delta being optimised, so the heads run once and their
 attention keys and values are cached; the tails run every step, with the layers below the
-edit replayed from the first run (they do not depend on delta either), and the unembedding
-(262k tokens for Gemma) sees only the positions that predict a target token.  The result
+edit replayed from the first step (they do not depend on delta either), and the unembedding
+(262k tokens for Gemma) sees only the positions that predict a target token.  The first
+step, with delta still zero, also gives what the optimisation needs once: the keys, the
+value delta starts from, and the KL term's reference distribution.  The result
 equals running every whole prompt through the whole model (tests/test_rome.py checks it
 against the straightforward implementation in :mod:`romelib.editing.rome_reference`).
 """
@@ -156,29 +160,34 @@ def scored_logits(mt, batch: ValueBatch, cache) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_pass(mt, batch: ValueBatch, layer: int, site: str = "mlp_proj"):
-    """Run the unedited model once: the heads' cache, the output of the last block that does
-    not depend on delta (to replay), the output of ``site`` at the fact tokens, and the
-    log-probabilities.
+def head_cache(mt, batch: ValueBatch):
+    """Run the heads (everything before each fact token) once: their attention cache, or None.
 
-    Usage: ``cache, below, values, log_probs = reference_pass(mt, batch, layer)``.  ``site``
-    is where delta is added: ``"mlp_proj"`` (ROME: the rewritten matrix's output) or
-    ``"block"`` (MEMIT: the residual stream after block ``layer``).
+    Usage: ``cache = head_cache(mt, batch)``; the heads do not depend on delta, and their
+    logits are never needed, so only the blocks run.
     """
-    cache = None
-    if batch.head is not None:
-        cache = mt.model.base_model(**batch.head, use_cache=True).cache   # no unembedding
-    saved, replayed = {}, replayed_layers(layer, site)
-    handle = (mt.module("block", replayed - 1).register_forward_hook(
-        lambda module, args, output: saved.update(output=output)) if replayed > 0 else None)
+    if batch.head is None:
+        return None
+    return mt.model.base_model(**batch.head, use_cache=True).cache
+
+
+@contextmanager
+def saving_block_output(mt, count: int, saved: dict):
+    """Save the output of block ``count - 1`` into ``saved["output"]`` (nothing when count is 0),
+    detached: a replayed output must not carry the graph of the pass that made it.
+
+    Usage: ``with saving_block_output(mt, 5, saved): scored_logits(...)``; then
+    ``replay_blocks_below(mt, 5, saved["output"])`` replays blocks 0..4.
+    """
+    detach = lambda value: value.detach() if isinstance(value, torch.Tensor) else value
+    keep = lambda output: tuple(map(detach, output)) if isinstance(output, tuple) else detach(output)
+    handle = (mt.module("block", count - 1).register_forward_hook(
+        lambda module, args, output: saved.update(output=keep(output))) if count > 0 else None)
     try:
-        with hooks(mt, [f"{site}.{layer}"]) as acts:
-            logits = scored_logits(mt, batch, cache)
+        yield saved
     finally:
         if handle is not None:
             handle.remove()
-    values = acts[f"{site}.{layer}"].output[:, 0]                      # (rows, d_model)
-    return cache, saved.get("output"), values, torch.log_softmax(logits, dim=-1)
 
 
 def replayed_layers(layer: int, site: str) -> int:

@@ -13,6 +13,10 @@ Each step rewrites files atomically and only where they still have the old form:
   the new default.  In Table 4 those ROME rows become the method ``rome-kl-last`` (the
   old ``rome-identity`` rows, a variant not worth keeping twice, are removed and
   recomputed).
+* **unembed_dtype** (2026-12-03): the optimisation of v* may run the unembedding's product in
+  bfloat16 (``unembed_dtype="auto"``, the new default, on hardware with fast bfloat16).
+  Every saved ROME or MEMIT setting made before then computed it in float32; it is labelled
+  ``"unembed_dtype": "model"`` so that a rerun with the new default refuses to mix with it.
 """
 from __future__ import annotations
 
@@ -78,11 +82,46 @@ def migrate_where_to_edit(folder: Path) -> list[str]:
     return [f"{settings_path}: ROME settings labelled kl_token 'last'"]
 
 
+def _label_unembed_dtype(value) -> int:
+    """Add ``"unembed_dtype": "model"`` to every v*-optimising setting (a dict with
+    ``v_num_grad_steps``) inside ``value`` that lacks it; returns how many were labelled."""
+    if isinstance(value, list):
+        return sum(_label_unembed_dtype(item) for item in value)
+    if not isinstance(value, dict):
+        return 0
+    count = sum(_label_unembed_dtype(item) for item in value.values())
+    if "v_num_grad_steps" in value and "unembed_dtype" not in value:
+        value["unembed_dtype"] = "model"
+        count += 1
+    return count
+
+
+def migrate_unembed_dtype(results: Path, sweep: Path) -> list[str]:
+    """Label the settings of every saved ROME/MEMIT run, and the sweep's ROME rows, as made
+    with the unembedding in the model's own precision (float32)."""
+    done = []
+    for path in sorted(results.rglob("settings.json")):
+        settings = read_json(path, {})
+        if count := _label_unembed_dtype(settings):
+            write_json(path, settings)
+            done.append(f"{path}: {count} settings labelled unembed_dtype 'model'")
+    for path in sorted(sweep.glob("results_*.jsonl")):
+        rows = read_jsonl(path)
+        changed = [r for r in rows if r["layer"] >= 0 and "unembed_dtype" not in r.get("settings", {})]
+        for row in changed:
+            row["settings"] = {**row.get("settings", {}), "unembed_dtype": "model"}
+        if changed:
+            write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+            done.append(f"{path}: {len(changed)} rows labelled unembed_dtype 'model'")
+    return done
+
+
 def migrate_all() -> list[str]:
     """Usage: ``migrate_all()`` -> a line per change (empty when everything is current)."""
     return (migrate_sweep(results_dir("edit_layer_sweep"))
             + migrate_table4(results_dir("results", "table4_counterfact"))
-            + migrate_where_to_edit(results_dir("results", "where_to_edit")))
+            + migrate_where_to_edit(results_dir("results", "where_to_edit"))
+            + migrate_unembed_dtype(results_dir("results"), results_dir("edit_layer_sweep")))
 
 
 def main(argv=None) -> None:

@@ -189,6 +189,35 @@ def run(mt, name: str, records: list[dict], batch: int, probes, windows, text_na
             params[key].copy_(original)
 
 
+COLLAPSE_PERPLEXITY = 2.0     # a step whose perplexity is this many times the unedited model's ...
+COLLAPSE_EFFICACY = 0.5       # ... or after which fewer than this share of the edits so far still hold
+
+
+def run_summary(rows: list[dict]) -> dict:
+    """What a sequential run did, in numbers: the first and last measurements, the worst
+    efficacy of all edits so far, the largest perplexity ratio, the step norms, and the first
+    step that counts as a collapse (``None`` if none did).
+
+    Usage: ``run_summary(read_jsonl(RESULTS / "rome.jsonl", key="step"))``.
+    """
+    first, steps = rows[0], rows[1:]
+    if not steps:
+        raise ValueError("the run has no edit step yet")
+    norms = [r["update_norm"] for r in steps]
+    ratio = lambda r: r["perplexity"] / first["perplexity"]
+    collapse = next((r["edits"] for r in steps if ratio(r) > COLLAPSE_PERPLEXITY
+                     or r["efficacy_all"] < COLLAPSE_EFFICACY), None)
+    return {"edits": steps[-1]["edits"], "efficacy_all": steps[-1]["efficacy_all"],
+            "worst_efficacy_all": min(r["efficacy_all"] for r in steps),
+            "efficacy_latest": statistics.mean(r["efficacy_latest"] for r in steps),
+            "neighbourhood": (first["neighbourhood"], steps[-1]["neighbourhood"]),
+            "perplexity": (first["perplexity"], steps[-1]["perplexity"]),
+            "largest_perplexity_ratio": max(map(ratio, steps)),
+            "facts_known": (first["facts_known"], steps[-1]["facts_known"]),
+            "median_norm": statistics.median(norms), "largest_norm": max(norms),
+            "distance": steps[-1]["distance"], "collapse_at": collapse}
+
+
 def draw_runs():
     """Sequential editing curves of every saved run: figure, what it used.
 
