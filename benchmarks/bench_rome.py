@@ -121,7 +121,10 @@ def main() -> None:
           f"threads, {args.split} cases; default unembedding in {unembed_dtype(mt, default.unembed_dtype)}, "
           f"exact in {mt.dtype}")
     rows = []
-    for record in load_cases(args.cases, args.split):
+    records = load_cases(args.cases, args.split)
+    if args.score and any("paraphrase_prompts" not in r for r in records):
+        parser.error("--score needs CounterFact records (python -m romelib.datasets.download fetches them)")
+    for record in records:
         request = as_request(record["requested_rewrite"])
         row = {"edit_s": timed_edit(mt, request, default)}
         changes = {}

@@ -21,9 +21,7 @@ what it computed before.
 from __future__ import annotations
 
 import functools
-import platform
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
@@ -32,16 +30,14 @@ UNEMBED_DTYPES = ("auto", "model", "bfloat16")
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_bfloat16() -> bool:
-    """Usage: ``cpu_has_bfloat16()`` -> True on x86 CPUs with AVX512-BF16 or AMX-BF16 (Linux).
+    """Usage: ``cpu_has_bfloat16()`` -> True on x86 CPUs with AVX512-BF16 or AMX, as PyTorch's
+    own CPU detection (``torch.cpu``) reports them.
 
-    Elsewhere (macOS, Windows, ARM) it says False: bfloat16 products may be emulated there
-    and slower than float32, so ``"auto"`` keeps float32.
+    Elsewhere (ARM, older x86) it says False: bfloat16 products may be emulated there and
+    slower than float32, so ``"auto"`` keeps float32.
     """
-    cpuinfo = Path("/proc/cpuinfo")
-    if platform.system() != "Linux" or not cpuinfo.exists():
-        return False
-    flags = set(cpuinfo.read_text(errors="ignore").split())
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def unembed_dtype(mt, choice: str) -> torch.dtype:
