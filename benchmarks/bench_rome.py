@@ -17,7 +17,10 @@ and values), replays the layers below the edit, and unembeds only the positions 
 predict a target token; the first step also yields the keys and the KL term's reference.
 It runs twice: at the default settings, where the unembedding's product runs in bfloat16
 on hardware that has it fast (``unembed_dtype="auto"``, :mod:`romelib.core.unembedding_precision`),
-and exactly (``unembed_dtype="model"``, float32 like the authors').  All run in the same
+and exactly (``unembed_dtype="model"``, float32 like the authors'); both on the matrix kernel
+:mod:`romelib.core.linear_kernel` chooses (oneDNN where it is clearly faster).  The authors'
+algorithm runs on PyTorch's default kernel, as their code does, and so does a third romelib
+run ("stock": exact, default kernel), whose ratio is that of the algorithm alone.  All run in the same
 process, alternately, so the ratios are fair on a busy machine; the script prints the times,
 the ratios, how far apart the weight changes are, and each edit's success.  It also times
 ``romelib.edit`` itself at the default settings (the checks before the edit included: what
@@ -35,6 +38,7 @@ from dataclasses import replace
 import torch
 
 import romelib
+from romelib.core.linear_kernel import current_kernel, linear_kernel
 from romelib.core.unembedding_precision import unembed_dtype
 from romelib.datasets.counterfact import load_split
 from romelib.editing.handle import EditHandle
@@ -43,6 +47,7 @@ from romelib.editing.rome import resolve_hparams
 from romelib.editing.rome_reference import compute_rome_reference
 from romelib.evaluation.metrics import record_metrics, score_record
 
+SCORED = ("default", "exact")
 FALLBACK_CASES = [EditRequest("{} plays the sport of", "Michael Jordan", "soccer", "basketball"),
                   EditRequest("The mother tongue of {} is", "Danielle Darrieux", "English", "French")]
 
@@ -110,16 +115,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     mt = romelib.load_model()
     default = resolve_hparams(mt, None)
-    ways = {"default": default, "exact": replace(default, unembed_dtype="model")}
+    exact = replace(default, unembed_dtype="model")
+    ways = {"default": (default, "auto"), "exact": (exact, "auto"), "stock": (exact, "torch")}
     inverse_cache: dict = {}
     warm = FALLBACK_CASES[0]                                      # statistics, prefixes, C^-1
-    for hparams in ways.values():
-        romelib.compute_rome(mt, warm, hparams)
+    for hparams, kernel in ways.values():
+        with linear_kernel(kernel):
+            romelib.compute_rome(mt, warm, hparams)
     if not args.no_reference:
-        compute_rome_reference(mt, warm, default, inverse_cache=inverse_cache)
+        with linear_kernel("torch"):
+            compute_rome_reference(mt, warm, default, inverse_cache=inverse_cache)
     print(f"{mt.name}, layer {default.layer}, kl_token {default.kl_token!r}, {torch.get_num_threads()} "
           f"threads, {args.split} cases; default unembedding in {unembed_dtype(mt, default.unembed_dtype)}, "
-          f"exact in {mt.dtype}")
+          f"exact in {mt.dtype}; matrix kernel {current_kernel()} (stock and the authors': torch)")
     rows = []
     records = load_cases(args.cases, args.split)
     if args.score and any("paraphrase_prompts" not in r for r in records):
@@ -128,30 +136,35 @@ def main() -> None:
         request = as_request(record["requested_rewrite"])
         row = {"edit_s": timed_edit(mt, request, default)}
         changes = {}
-        for way, hparams in ways.items():
-            changes[way], row[f"{way}_s"], row[f"{way}_cpu"] = timed(
-                lambda r=request, h=hparams: romelib.compute_rome(mt, r, h))
+        for way, (hparams, kernel) in ways.items():
+            with linear_kernel(kernel):
+                changes[way], row[f"{way}_s"], row[f"{way}_cpu"] = timed(
+                    lambda r=request, h=hparams: romelib.compute_rome(mt, r, h))
             row[f"{way}_check"] = success(mt, request, changes[way])
         line = (f"{request.filled_prompt!r} -> {request.target_new!r}: romelib.edit {row['edit_s']:.1f} s; "
-                f"compute_rome default {row['default_s']:.1f} s, exact {row['exact_s']:.1f} s")
+                f"compute_rome default {row['default_s']:.1f} s, exact {row['exact_s']:.1f} s, "
+                f"stock {row['stock_s']:.1f} s")
         if not args.no_reference:
-            changes["authors"], row["authors_s"], row["authors_cpu"] = timed(
-                lambda r=request: compute_rome_reference(mt, r, default, inverse_cache=inverse_cache))
+            with linear_kernel("torch"):
+                changes["authors"], row["authors_s"], row["authors_cpu"] = timed(
+                    lambda r=request: compute_rome_reference(mt, r, default, inverse_cache=inverse_cache))
             row["authors_check"] = success(mt, request, changes["authors"])
             for way in ways:
                 row[f"{way}_relative"] = relative_to(changes[way], changes["authors"])
             line += (f"; authors' algorithm {row['authors_s']:.1f} s, ratio {row['authors_s'] / row['default_s']:.1f}x "
-                     f"(exact {row['authors_s'] / row['exact_s']:.1f}x); |dW - dW_authors| / |dW_authors| "
+                     f"(exact {row['authors_s'] / row['exact_s']:.1f}x, "
+                     f"stock {row['authors_s'] / row['stock_s']:.1f}x); "
+                     f"|dW - dW_authors| / |dW_authors| "
                      f"{row['default_relative']:.1e} (exact {row['exact_relative']:.1e}); P(new) "
                      f"{row['default_check']['p_new']:.3f} / {row['exact_check']['p_new']:.3f} / "
                      f"{row['authors_check']['p_new']:.3f}")
         else:
             line += f"; |dW - dW_exact| / |dW_exact| {relative_to(changes['default'], changes['exact']):.1e}"
-        if args.score:
-            for way in ways:
+        if args.score:   # "stock" is "exact" on another kernel (same numbers to ~1e-6): not scored again
+            for way in SCORED:
                 row[f"{way}_scores"] = scores(mt, record, request, changes[way])
             line += "; ES/PS/NS " + ", ".join(
-                f"{way} " + "/".join(f"{row[f'{way}_scores'][k]:.2f}" for k in ("ES", "PS", "NS")) for way in ways)
+                f"{way} " + "/".join(f"{row[f'{way}_scores'][k]:.2f}" for k in ("ES", "PS", "NS")) for way in SCORED)
         rows.append(row)
         print(line, flush=True)
     summarise(rows, ways, args)
@@ -174,7 +187,7 @@ def summarise(rows: list[dict], ways: dict, args) -> None:
                   f"(range {min(ratios):.1f}-{max(ratios):.1f}x); weight changes apart up to "
                   f"{max(r[f'{way}_relative'] for r in rows):.1e} (relative)")
     if args.score:
-        for way in ways:
+        for way in SCORED:
             means = {k: 100 * statistics.mean(r[f"{way}_scores"][k] for r in rows) for k in ("ES", "PS", "NS")}
             print(f"{way}: efficacy {means['ES']:.1f}%, paraphrase {means['PS']:.1f}%, "
                   f"neighbourhood {means['NS']:.1f}% over {len(rows)} {args.split} records")

@@ -33,6 +33,8 @@ def test_the_choice_of_precision(tiny_mt, monkeypatch):
 def test_the_product_and_its_gradient_stay_close_and_nothing_is_left_behind(tiny_mt):
     module = tiny_mt.module("unembed")
     weight = module.weight.detach().clone()
+    installed = module.__dict__.get("forward")         # the linear kernel's (linear_kernel.py)
+    assert installed is not None
     ids = tiny_mt.tokenizer("Michael Jordan plays the sport of", return_tensors="pt")
     hidden = tiny_mt.model.base_model(**ids).last_hidden_state.detach()
 
@@ -49,13 +51,13 @@ def test_the_product_and_its_gradient_stay_close_and_nothing_is_left_behind(tiny
     scale = float(exact.abs().max())
     torch.testing.assert_close(low, exact, rtol=0, atol=2e-2 * scale)
     assert torch.nn.functional.cosine_similarity(low_grad.flatten(), exact_grad.flatten(), dim=0) > 0.99
-    assert "forward" not in module.__dict__ and torch.equal(module.weight, weight)
+    assert module.__dict__.get("forward") == installed and torch.equal(module.weight, weight)
     with pytest.raises(RuntimeError, match="inside"), unembedding_in(tiny_mt, torch.bfloat16):
         raise RuntimeError("inside")
-    assert "forward" not in module.__dict__
+    assert module.__dict__.get("forward") == installed
     torch.testing.assert_close(module(hidden), exact)
     with unembedding_in(tiny_mt, torch.float32):                        # the model's own: untouched
-        assert "forward" not in module.__dict__
+        assert module.__dict__.get("forward") == installed
 
 
 def test_the_low_precision_copy_follows_the_weight(tiny_mt):

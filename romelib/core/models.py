@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .components import Architecture, architecture_for, component_path
+from .linear_kernel import install as install_linear_kernel
 from .model_cache import EMBEDDED_MODELS, ensure_embedded_cache
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ def wrap_model(model: nn.Module, tokenizer, name: str = "model",
     model.to(torch.device(device) if device is not None else default_device())
     model.eval()
     model.requires_grad_(False)
+    install_linear_kernel(model)   # float32 CPU products by the faster kernel (linear_kernel.py)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -97,9 +97,13 @@ def unembedding_in(mt, dtype: torch.dtype):
         return
     module = mt.module("unembed")
     weight, bias = low_precision_weight(module, dtype), module.bias
+    previous = module.__dict__.get("forward")    # the linear kernel's forward, if installed
     module.forward = (lambda x: _LinearIn.apply(x, weight)) if bias is None else (
         lambda x: _LinearIn.apply(x, weight) + bias)
     try:
         yield
     finally:
-        module.__dict__.pop("forward", None)
+        if previous is None:
+            module.__dict__.pop("forward", None)
+        else:
+            module.forward = previous

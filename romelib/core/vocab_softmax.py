@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import torch
 
+from .linear_kernel import linear
+
 VOCAB_SLICE = 2048
 
 
-def _logit_slice(hidden, weight, bias, cap, out):
-    torch.mm(hidden, weight.T, out=out)
-    if bias is not None:
-        out.add_(bias)
+def _logit_slice(hidden, weight, bias, cap):
+    out = linear(hidden, weight, bias)      # by the faster kernel (linear_kernel.py)
     if cap:
         out.div_(cap).tanh_().mul_(cap)
     return out
@@ -51,11 +51,10 @@ def token_log_probs(mt, normed: torch.Tensor, token_ids: torch.Tensor | int,
         target = torch.tanh(target / cap) * cap
     running_max = torch.full((rows,), float("-inf"), dtype=torch.float32, device=hidden.device)
     running_sum = torch.zeros(rows, dtype=torch.float32, device=hidden.device)
-    buffer = torch.empty(rows, vocab_slice, dtype=weight.dtype, device=hidden.device)
     for start in range(0, weight.shape[0], vocab_slice):
         end = min(start + vocab_slice, weight.shape[0])
         logits = _logit_slice(hidden, weight[start:end], None if bias is None else bias[start:end],
-                              cap, buffer[:, :end - start]).float()
+                              cap).float()
         new_max = torch.maximum(running_max, logits.amax(-1))
         running_sum.mul_((running_max - new_max).exp_())
         running_sum.add_(logits.sub_(new_max[:, None]).exp_().sum(-1))
