@@ -19,7 +19,7 @@ The package follows the pipeline (each folder one stage, each module one idea):
 * ``romelib.tracing``: corrupting the subject, the trace (fast and reference engines),
   averages over many facts;
 * ``romelib.editing``: the associative memory, key statistics, context prefixes, ROME (fast
-  and reference), the fine-tuning baselines, reversible edits;
+  and reference), MEMIT, the fine-tuning baselines, variants by name, reversible edits;
 * ``romelib.evaluation``: scoring targets, CounterFact metrics, fluency, fact checks;
 * ``romelib.plots``: figures and notebook widgets;
 * ``romelib.experiments``: the programs that produce the saved results (Table 4, where to
@@ -66,8 +66,10 @@ from .editing.context_prefixes import context_prefixes
 from .editing.finetune import FTHyperParams, compute_ft, compute_ft_l
 from .editing.handle import EditHandle, edit
 from .editing.key_statistics import KeyStatistics, key_statistics
+from .editing.memit import MEMITHyperParams, compute_memit
 from .editing.request import ComputedEdit, EditRequest
 from .editing.rome import ROMEHyperParams, compute_key, compute_keys, compute_rome, compute_value, rome_update
+from .editing.variants import method_and_hparams
 from .evaluation.fluency import ngram_entropy
 from .evaluation.metrics import (
     EvaluationResult,
@@ -109,7 +111,8 @@ __all__ = [
     # editing: requests, methods, reversible edits, statistics
     "EditRequest", "ComputedEdit", "edit", "EditHandle", "ROMEHyperParams", "compute_rome",
     "compute_keys", "compute_key", "compute_value", "rome_update", "FTHyperParams",
-    "compute_ft", "compute_ft_l", "context_prefixes", "key_statistics", "KeyStatistics",
+    "compute_ft", "compute_ft_l", "MEMITHyperParams", "compute_memit", "method_and_hparams",
+    "context_prefixes", "key_statistics", "KeyStatistics",
     # evaluation: CounterFact metrics, fluency
     "evaluate_counterfact", "evaluate_record", "EvaluationResult", "score_record",
     "record_metrics", "paired_difference", "ngram_entropy",

@@ -102,3 +102,42 @@ def test_device_choice_is_checked():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("memit_batch", ["--split", "tune", "--n", "2"]),          # one batch is one computation
+    ("factcheck", []), ("project_corpus", ["--tokens", "10"]), ("context_prefixes", []),
+    ("reproduce", ["--only", "figure1_causal_traces"]),
+])
+def test_single_computations_refuse_several_processes_before_loading_a_model(monkeypatch, module, argv):
+    """Launched with 2 processes, a runner that cannot split says so at once (each process
+    would otherwise repeat the whole job)."""
+    import importlib
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    runner = importlib.import_module(f"romelib.experiments.{module}")
+    monkeypatch.setattr(Worker, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    with pytest.raises(SystemExit, match="run it in one process .*WORLD_SIZE=2"):
+        runner.main(argv)
+
+
+def test_sequential_gives_each_process_its_own_methods(monkeypatch, tmp_path):
+    """A sequential run is one chain of edits: with 2 processes each runs one --method, and a
+    process left without a method says so and stops."""
+    from romelib.experiments import sequential
+
+    ran = []
+    monkeypatch.setattr(sequential, "RESULTS", tmp_path)
+    monkeypatch.setattr(Worker, "load_model", lambda *a, **k: object())
+    monkeypatch.setattr(sequential, "load_split", lambda source: type("S", (), {"held_out": [{"case_id": 0}] * 30}))
+    monkeypatch.setattr(sequential, "held_out_text", lambda mt, tokens: ([[1, 2]], "text"))
+    monkeypatch.setattr(sequential, "run", lambda mt, name, *a, **k: ran.append(name))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        sequential.main(["--method", "rome,rome-consistent", "--edits", "2"])
+    assert ran == ["rome", "rome-consistent"]
+    ran.clear()
+    sequential.main(["--method", "rome", "--edits", "2"])          # rank 1 of 2, one method
+    assert ran == []

@@ -266,3 +266,112 @@ def test_corruptions_without_noise_ignore_it_and_say_so(mt):
     assert Corruption("zero", noise=0.0).describe() == "subject embeddings set to zero"
     zero = romelib.make_corruption(mt, "zero", noise=7.0)
     assert zero.noise == 0.0 and zero.std == 0.0
+
+
+# --- found by a second reader's replay of bad inputs -----------------------------------------
+
+@pytest.mark.parametrize("subject", [" Space Needle", "Space Needle ", "\tSpace Needle"])
+def test_a_subject_with_outer_whitespace_is_refused_alike_in_trace_and_edit(mt, subject):
+    """Trace used to strip it and edit to keep it (another prompt, a 51% different update)."""
+    traced = refused(mt, lambda: romelib.trace(mt, PROMPT, subject, samples=1), "subject")
+    request = {"prompt": "{} is located in the city of", "subject": subject, "target_new": {"str": "Paris"}}
+    edited = refused(mt, lambda: romelib.edit(mt, request, hparams={"layer": 1, "identity_covariance": True}),
+                     "subject")
+    assert traced == edited and "'Space Needle'" in traced
+
+
+def test_an_edit_request_with_an_unknown_key_is_refused(mt):
+    """A misspelled target_true would silently skip the check that the new target differs."""
+    request = {"prompt": "{} plays the sport of", "subject": "Michael Jordan", "target_new": {"str": "golf"},
+               "target_ture": {"str": "golf"}}
+    message = refused(mt, lambda: romelib.edit(mt, request, hparams={"layer": 1}), "target_ture")
+    assert "target_true" in message
+
+
+def test_ft_with_a_norm_bound_is_refused_not_run_as_ft_plus_l(mt):
+    message = refused(mt, lambda: romelib.edit(mt, REQUEST, method="ft",
+                                               hparams={"layer": 1, "norm_constraint": 1e-4}),
+                      "norm_constraint")
+    assert "ft+l" in message
+
+
+@pytest.mark.parametrize("layers", [5, "3,4", [1, "2"], [-1, 1], [1, 1]])
+def test_memit_refuses_bad_layer_lists(mt, layers):
+    refused(mt, lambda: romelib.edit(mt, [REQUEST], method="memit", hparams={"layers": layers}), "layers")
+
+
+def test_memit_refuses_two_answers_to_one_prompt(mt):
+    other = EditRequest(REQUEST.prompt, REQUEST.subject, "tennis")
+    refused(mt, lambda: romelib.edit(mt, [REQUEST, other], method="memit", hparams={"layers": [0, 1]}),
+            "same prompt")
+
+
+@pytest.mark.parametrize("name, value", [("layer", -1), ("layer", -13)])
+def test_a_negative_layer_in_hyperparameters_names_the_setting_and_the_rule(mt, name, value):
+    message = refused(mt, lambda: romelib.edit(mt, REQUEST, hparams={name: value}), "hparams.layer")
+    assert "0" in message and "negative" in message
+
+
+@pytest.mark.parametrize("arguments, parameter", [
+    (dict(corruption="zero", noise=-1), "noise=-1"), (dict(corruption="zero", sigma=-1), "sigma=-1"),
+    (dict(corruption="replace", noise=5.0), "noise=5.0"),
+    (dict(max_seconds="10"), "max_seconds"), (dict(max_seconds=0), "max_seconds"),
+    (dict(progress="yes"), "progress")])
+def test_trace_refuses_settings_it_would_ignore_or_misread(mt, arguments, parameter):
+    refused(mt, lambda: romelib.trace(mt, PROMPT, SUBJECT, samples=1, positions=[-1], **arguments), parameter)
+
+
+def test_trace_refuses_noise_beside_a_corruption_that_has_its_own(mt):
+    corruption = romelib.make_corruption(mt, "gaussian", 3.0, sigma=0.5)
+    refused(mt, lambda: romelib.trace(mt, PROMPT, SUBJECT, samples=1, corruption=corruption, noise=5.0),
+            "make_corruption")
+
+
+def test_statistics_refuse_a_misread_flag_and_a_missing_file_of_text(mt):
+    refused(mt, lambda: key_statistics(mt, 1, max_tokens=1000, recompute="no"), "recompute")
+    message = refused(mt, lambda: key_statistics(mt, 1, source="file:/nonexistent/corpus.txt", max_tokens=1000),
+                      "/nonexistent/corpus.txt", errors=(TypeError, ValueError, RuntimeError))
+    assert "never replaced" in message
+
+
+def test_an_edit_estimate_counts_the_key_statistics_it_must_compute(mt, tmp_path, monkeypatch):
+    """C over a whole text takes minutes: the cost guard counts it when no saved file exists."""
+    from romelib.editing.key_statistics import statistics_work
+
+    monkeypatch.setenv("ROMELIB_CACHE", str(tmp_path))
+    missing = statistics_work(mt, [1], "wikitext-2", 10_000)
+    assert missing.flops > 0 and "[1]" in missing.description
+    assert statistics_work(mt, [1], "wikitext-2", None).flops > missing.flops
+    message = refused(mt, lambda: romelib.edit(mt, REQUEST, hparams={"layer": 1, "mom2_max_tokens": 10_000},
+                                               max_seconds=1e-6), "max_seconds")
+    assert "key statistics" in message
+
+
+def test_a_long_prompt_costs_its_whole_length_even_when_the_subject_comes_last(mt):
+    """The clean and corrupted runs, attention over the whole context and the key/value caches
+    grow with the prompt; a trace of the last 10 positions of 2,000 tokens is not a trace of 10."""
+    from romelib.tracing.trace import trace_work
+
+    short = trace_work(mt, 12, 1, range(12), (2, 4), "hidden", 2, "fast")
+    long = trace_work(mt, 2000, 1, range(2000), (1990, 1992), "hidden", 2, "fast")
+    assert long.flops > 50 * short.flops and long.memory_bytes > short.memory_bytes
+
+
+@pytest.mark.parametrize("call, parameter", [
+    (lambda mt: romelib.load_counterfact("project", n=-1), "n"),
+    (lambda mt: romelib.load_counterfact("project", n=2.5), "n"),
+    (lambda mt: romelib.load_counterfact("project", n="5"), "n"),
+    (lambda mt: romelib.paired_difference([{"ES": 1.0}], [{"ES": 0.0}], "ES", samples=0), "samples"),
+    (lambda mt: romelib.paired_difference([{"ES": 1.0}], [{"ES": 0.0}], "ES", samples=2.5), "samples"),
+    (lambda mt: romelib.paired_difference([{"ES": 1.0}], [{"ES": 0.0}], "foo"), "metric"),
+    (lambda mt: romelib.evaluate_counterfact(mt, [{}], method=None, max_new_token=5), "max_new_token"),
+    (lambda mt: romelib.score_record(mt, None), "record"),
+    (lambda mt: romelib.record_metrics(None), "scores"),
+    (lambda mt: romelib.record_metrics({}), "scores"),
+    (lambda mt: romelib.ngram_entropy(None), "texts"),
+    (lambda mt: romelib.ngram_entropy(5), "texts"),
+    (lambda mt: romelib.ngram_entropy(["a text", 5]), "texts"),
+    (lambda mt: romelib.predict(mt, PROMPT, k=10**9), "k"),
+    (lambda mt: romelib.facts_known_by(mt, romelib.load_facts("project")[:2], batch_size=0), "batch_size")])
+def test_evaluation_and_data_refuse_more_bad_arguments(mt, call, parameter):
+    refused(mt, lambda: call(mt), parameter)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SAVED_RUNS = ("results", "edit_layer_sweep", "tracing")   # stay in the repository, not installed
 
 CHECK = r"""
 import json, sys
@@ -23,9 +24,12 @@ stats = project_data_dir() / "stats" / "gemma-3-270m"
 assert any(stats.glob(f"*layer{hparams.layer:02d}*.safetensors")), list(stats.iterdir())
 assert (project_data_dir() / "context_prefixes" / "gemma-3-270m.json").is_file()
 assert len(romelib.load_facts("project")) > 100 and len(romelib.load_counterfact("project")) > 50
+assert (project_data_dir() / "close_neighbours.json").is_file()              # notebook 13's cases
+assert (project_data_dir() / "corpora" / "gemma-3-270m.txt").is_file()      # C's offline text
 assert not (project_data_dir() / "results").exists()           # saved runs stay in the repository
 if "--edit" in sys.argv:
     mt = romelib.load_model()
+    assert romelib.text_source("project-corpus", mt=mt).documents()
     prompt = "Michael Jordan plays the sport of"
     before = romelib.predict(mt, prompt, k=1)[0].token
     request = romelib.EditRequest("{} plays the sport of", "Michael Jordan", "golf")
@@ -82,3 +86,15 @@ def test_installed_package_edits_at_the_default_layer(installed):
     result = run_check(python, base, "--edit")
     assert result.returncode == 0, result.stderr[-3000:]
     assert '"after": " golf"' in result.stdout
+
+
+def test_package_data_patterns_cover_every_project_data_file():
+    """Every file under data/ that the library reads (all but saved runs and READMEs) is shipped."""
+    tomllib = pytest.importorskip("tomllib")           # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    data = ROOT / config["package-dir"]["romelib._data"]
+    shipped = {p for pattern in config["package-data"]["romelib._data"] for p in data.glob(pattern)}
+    wanted = {p for p in data.rglob("*") if p.is_file() and p.suffix != ".md" and not p.name.endswith(".lock")
+              and p.relative_to(data).parts[0] not in SAVED_RUNS}
+    assert wanted - shipped == set(), f"add to [tool.setuptools.package-data]: {sorted(wanted - shipped)}"
+    assert not any(p.relative_to(data).parts[0] in SAVED_RUNS for p in shipped)

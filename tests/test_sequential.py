@@ -99,3 +99,28 @@ def test_run_summary_finds_the_first_collapse_and_only_a_real_one():
     assert sequential.run_summary(forgetting)["worst_efficacy_all"] == 0.0
     with pytest.raises(ValueError, match="no edit step"):
         sequential.run_summary([start])
+
+
+def test_key_agreement_is_the_ratio_of_r_rome_to_rome_updates(corpus):
+    """For the same delta, ROME's update (prompt key) is r-ROME's (average key) times 1 / rho."""
+    from dataclasses import replace
+
+    from romelib.editing.context_prefixes import context_prefixes
+    from romelib.editing.key_statistics import key_statistics
+    from romelib.editing.request import as_request
+    from romelib.editing.rome import compute_value, rome_result
+
+    mt = make_tiny_model("llama")
+    hparams = ROMEHyperParams(layer=1, v_num_grad_steps=3, context_lengths=(3,), contexts_per_length=2,
+                              mom2_source=f"file:{corpus}", early_stop_loss=0.0)
+    rhos = sequential.key_agreement(mt, RECORDS, hparams)
+    assert len(rhos) == len(RECORDS) and all(abs(r - 1) > 1e-6 for r in rhos)   # the keys really differ
+    prefixes = context_prefixes(mt, hparams.context_lengths, hparams.contexts_per_length)
+    second_moment = key_statistics(mt, 1, hparams.mom2_source, hparams.mom2_max_tokens).mom2
+    for record, rho in zip(RECORDS, rhos):
+        request = as_request(record["requested_rewrite"])
+        value = compute_value(mt, request, hparams, prefixes)
+        norms = [next(iter(rome_result(mt, request, replace(hparams, update_key=key), prefixes, value.keys,
+                                       value, second_moment).deltas.values())).norm()
+                 for key in ("prompt", "average")]
+        assert float(norms[0] / norms[1]) == pytest.approx(1 / abs(rho), rel=1e-4)

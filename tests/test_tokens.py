@@ -52,7 +52,6 @@ def test_continuation_text():
 
 @pytest.mark.parametrize("prompt, subject, text", [
     ("The Space Needle is located in the city of", "Space Needle", "Space Needle"),
-    ("The Space Needle is located in the city of", " Space Needle", "Space Needle"),
     ("Michael Jordan plays the sport of", "Michael Jordan", "Michael Jordan"),
     ("Bob works in the Empire State Building", "Empire State Building", "Empire State Building"),
 ])

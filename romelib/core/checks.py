@@ -65,6 +65,29 @@ def check_text(name: str, value, allow_empty: bool = False) -> str:
     return value
 
 
+def check_layer_index(name: str, value) -> int:
+    """A layer given before the model is known (in hyperparameters): an int >= 0; the model
+    checks the upper end (``mt.check_layer``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a layer index, an int >= 0, got {_describe(value)}.")
+    if value < 0:
+        raise ValueError(f"{name} must be a layer index from 0 to the model's last layer, got {value}; "
+                         "negative layers are refused (they would mean something else in a window or "
+                         "'the layer below'): for the last layer write num_layers - 1.")
+    return int(value)
+
+
+def check_subject(value) -> str:
+    """A subject is matched exactly as written (in traces and edits alike), so it may not start
+    or end with whitespace, which would silently change the prompt or the tokens matched."""
+    subject = check_text("subject", value)
+    if subject != subject.strip():
+        raise ValueError(f"subject {subject!r} starts or ends with whitespace; write it as "
+                         f"{subject.strip()!r} (subjects are matched exactly as written, in traces and "
+                         "edits alike, and the prompt supplies the space before it).")
+    return subject
+
+
 def check_choice(name: str, value, choices: Sequence):
     """Usage: ``check_choice("kind", "mlp", ("hidden", "mlp", "attn"))``."""
     if value not in choices:

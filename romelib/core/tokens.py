@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from .checks import check_int, check_text
+from .checks import check_int, check_subject, check_text
 
 
 class Prediction(NamedTuple):
@@ -109,7 +109,7 @@ def predict(mt, prompts: str | Sequence[str], k: int = 5):
     Usage: ``predict(mt, "The Space Needle is located in the city of", k=3)``
     -> ``[Prediction(token=' Seattle', probability=0.47), ...]``.
     """
-    k = check_int("k", k, minimum=1)
+    k = check_int("k", k, minimum=1, maximum=mt.module("unembed").weight.shape[0])
     probs = next_token_probs(mt, prompts)
     top = probs.topk(k, dim=-1)
     result = [[Prediction(mt.tokenizer.decode([int(i)]), float(p)) for p, i in zip(ps, ids)]
@@ -231,7 +231,7 @@ def find_subject_range(mt, prompt: str, subject: str, occurrence: int | None = N
     which one (0 for the first).  Anything else raises ``ValueError`` saying how to fix it.
     """
     check_text("prompt", prompt)
-    needle = check_text("subject", subject).strip()
+    needle = check_subject(subject)
     spans = subject_char_spans(prompt, needle)
     if not spans:
         other = [prompt[a:b] for a, b in subject_char_spans(prompt.lower(), needle.lower())]

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.checks import check_int
 from ..paths import project_data
 from .counterfact_schema import PROMPT_LISTS, validate_record, validate_records  # noqa: F401  (public here)
 from .download import ReferenceDataMissing, reference_path
@@ -84,6 +85,8 @@ def load_counterfact(source: str | Path = "auto", n: int | None = None,
 
     Usage: ``records = load_counterfact("shared", n=100)`` (the first ``n`` records).
     """
+    if n is not None:
+        n = check_int("n", n, minimum=1)
     path = counterfact_path(source)
     try:
         records = json.loads(path.read_text())
@@ -138,12 +141,14 @@ class CounterFactSplit:
     """Records split into ``tune`` (choices may be made on them) and ``held_out`` (never).
 
     Usage: ``split = counterfact_split(load_counterfact("shared"), "shared")``;
-    ``split.held_out[:100]`` are the records Table 4 reports.
+    ``split.held_out[:100]`` are the records Table 4 reports; ``split.tune_shuffled[:20]`` the
+    records the baseline sweep tuned FT and FT+L on.
     """
 
     source: str
     tune: list[dict]        # in file order
     held_out: list[dict]    # in the fixed shuffled order of SPLIT_SEED
+    tune_shuffled: list[dict] = field(default_factory=list)   # ``tune`` in that order (the drawn first)
 
     def is_held_out(self, case_id: int) -> bool:
         return any(r["case_id"] == case_id for r in self.held_out)
@@ -167,7 +172,8 @@ def counterfact_split(records: list[dict], source: str = "shared") -> CounterFac
     else:
         tune_ids = {r["case_id"] for r in records[:TUNE_FIRST]} | {r["case_id"] for r in drawn[:TUNE_DRAWN]}
     return CounterFactSplit(source, [r for r in records if r["case_id"] in tune_ids],
-                            [r for r in drawn if r["case_id"] not in tune_ids])
+                            [r for r in drawn if r["case_id"] not in tune_ids],
+                            [r for r in drawn if r["case_id"] in tune_ids])
 
 
 def resolve_source(source: str | Path) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.checks import check_int
 from ..core.tokens import next_token_probs, target_tokens
 from ..paths import project_data
 from .download import reference_path
@@ -109,6 +110,7 @@ def facts_known_by(mt, facts: list[Fact], batch_size: int = 32) -> list[Fact]:
 
     Usage: ``known = facts_known_by(mt, load_facts("known_1000"))``.
     """
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     known = []
     for start in range(0, len(facts), batch_size):
         chunk = facts[start:start + batch_size]

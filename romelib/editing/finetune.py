@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.checks import check_int, check_number
+from ..core.checks import check_int, check_layer_index, check_number
 from ..core.hparams import hparams_from_dict, load_hparams
 from ..core.tokens import pad_batch, target_tokens
 from .request import ComputedEdit, EditRequest
@@ -44,7 +44,7 @@ class FTHyperParams:
     norm_constraint: float | None = None  # L-infinity radius epsilon of the change (FT+L)
 
     def __post_init__(self):
-        check_int("layer", self.layer, minimum=0)
+        check_layer_index("hparams.layer", self.layer)
         check_number("lr", self.lr, minimum=0, exclusive_minimum=True)
         check_int("max_steps", self.max_steps, minimum=1)
         check_number("early_stop_loss", self.early_stop_loss, minimum=0)
@@ -70,7 +70,11 @@ def compute_ft(mt, request: EditRequest, hparams: FTHyperParams | dict | None = 
 
     Usage: ``romelib.edit(mt, request, method="ft", hparams=FTHyperParams(layer=1))``.
     """
-    return finetune(mt, request, resolve_ft_hparams(mt, hparams, "ft"))
+    hparams = resolve_ft_hparams(mt, hparams, "ft")
+    if hparams.norm_constraint is not None:
+        raise ValueError(f"method='ft' is unconstrained fine-tuning, but hparams.norm_constraint="
+                         f"{hparams.norm_constraint:g}; with a norm bound it is FT+L: use method='ft+l'.")
+    return finetune(mt, request, hparams)
 
 
 def compute_ft_l(mt, request: EditRequest, hparams: FTHyperParams | dict | None = None) -> ComputedEdit:

@@ -26,6 +26,7 @@ from ..core.checks import check_choice
 from ..core.cost import Work, check_context, check_work, per_token_layer_flops, unembedding_flops
 from ..core.tokens import next_token_probs, target_tokens, whole_token_range
 from .finetune import compute_ft, compute_ft_l, resolve_ft_hparams
+from .key_statistics import statistics_work
 from .memit import compute_memit, resolve_memit_hparams
 from .request import ComputedEdit, EditRequest, as_request
 from .rome import compute_rome, resolve_hparams
@@ -160,8 +161,13 @@ def edit(mt, request, method: str = "rome", hparams=None, *,
         _check_request(mt, one)
     work = sum((edit_work(mt, one, method, hparams) for one in
                 (request if isinstance(request, list) else [request])), Work(0, 0, ""))
-    check_work(mt, replace(work, description=f"{method} edit of {len(request) if isinstance(request, list) else 1} "
-                                             "fact(s)"), max_seconds, "pass max_seconds=None")
+    description = f"{method} edit of {len(request) if isinstance(request, list) else 1} fact(s)"
+    if method in ("rome", "memit") and not getattr(hparams, "identity_covariance", False):
+        layers = [hparams.layer] if method == "rome" else list(hparams.layers)
+        statistics = statistics_work(mt, layers, hparams.mom2_source, hparams.mom2_max_tokens)
+        if statistics.flops:
+            work, description = work + statistics, f"{description}, with its {statistics.description}"
+    check_work(mt, replace(work, description=description), max_seconds, "pass max_seconds=None")
     result = compute(mt, request, hparams)
     return EditHandle(mt, request, method, result.info.get("hparams", hparams), result)
 

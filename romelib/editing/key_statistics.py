@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.checks import check_int, check_optional_int, check_text
-from ..core.cost import NOMINAL_FLOPS, per_token_layer_flops
+from ..core.cost import NOMINAL_FLOPS, Work, per_token_layer_flops
 from ..core.hooks import hooks
 from ..core.tokens import pad_batch, special_prefix
 from ..datasets.corpora import PROJECT_CORPUS, SourceUnavailable, TextSource, text_source
@@ -49,6 +49,7 @@ from .statistics_files import (
 
 log = logging.getLogger(__name__)
 
+WHOLE_TEXT_TOKENS = 525_000    # about WikiText-2's training split, when no max_tokens is set
 GENERATED_MAX_TOKENS = 50_000  # default cap when the model has to write its own text
 
 
@@ -167,6 +168,9 @@ def key_statistics(mt, layer: int, source: str = "wikitext-2", max_tokens: int |
     layer = mt.check_layer(layer)
     check_text("source", source)
     max_tokens = check_optional_int("max_tokens", max_tokens, minimum=1)
+    for name, value in (("progress", progress), ("recompute", recompute)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
     probe = weights_probe(mt, layer)
     found, problems = (None, []) if recompute else _find_cached(mt, layer, source, max_tokens, probe)
     if found is not None:
@@ -246,6 +250,9 @@ def key_statistics_for_layers(mt, layers: Sequence[int], source: str = "wikitext
 
 
 def _substitute(mt, source: str, missing: SourceUnavailable) -> TextSource:
+    if source.startswith("file:"):            # a path the user typed: a typo must not become other text
+        raise SourceUnavailable(f"mom2_source / source {source!r}: {missing}. Check the path; a text file "
+                                "you name is never replaced by another text.") from None
     try:
         return text_source(PROJECT_CORPUS, mt=mt)
     except SourceUnavailable:
@@ -256,8 +263,28 @@ def _substitute(mt, source: str, missing: SourceUnavailable) -> TextSource:
                                 "own text (slow).") from None
 
 
+def statistics_work(mt, layers: Sequence[int], source: str, max_tokens: int | None) -> Work:
+    """The work of computing C for those of ``layers`` with no saved file (none: zero work), for
+    an edit's cost estimate.
+
+    Usage: ``statistics_work(mt, [5], "wikitext-2", 100_000).seconds(mt.device)``.
+    """
+    names = {source}
+    try:
+        names.add(text_source(source, mt=mt).name)        # "file:a.txt" is saved as "files-a.txt"
+    except SourceUnavailable:
+        names.add(PROJECT_CORPUS)                          # what key_statistics substitutes
+    except ValueError:
+        pass                                               # an unknown name: key_statistics says so
+    missing = [layer for layer in layers
+               if not any(path.is_file() for name in names for path in statistics_paths(mt, layer, name, max_tokens))]
+    tokens = max_tokens or WHOLE_TEXT_TOKENS
+    flops = tokens * (max(missing) + 1) * per_token_layer_flops(mt) if missing else 0.0
+    return Work(flops, 0.0, f"key statistics C of layer(s) {missing} from {source} ({tokens:,} tokens)")
+
+
 def _duration(mt, layer: int, max_tokens: int | None) -> str:
-    tokens = max_tokens or 500_000
+    tokens = max_tokens or WHOLE_TEXT_TOKENS
     seconds = tokens * (layer + 1) * per_token_layer_flops(mt) / NOMINAL_FLOPS.get(mt.device.type, 100e9)
     when = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
     return f"about {when} for {tokens:,} tokens on {mt.device.type}"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..core.checks import check_choice, check_int, check_number, check_optional_int, check_text
+from ..core.checks import check_choice, check_int, check_layer_index, check_number, check_optional_int, check_text
 from ..core.hooks import hooks
 from ..core.hparams import hparams_from_dict, load_hparams
 from ..core.tokens import pad_batch
@@ -68,13 +68,15 @@ class MEMITHyperParams:
     unembed_dtype: str = "auto"              # the target steps' unembedding (as ROME's)
 
     def __post_init__(self):
+        if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+            raise TypeError(f"layers must be a list of layer indices, like (3, 4, 5), got {self.layers!r}.")
+        for layer in self.layers:
+            check_layer_index("hparams.layers", layer)
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "kl_prompts", tuple(self.kl_prompts))
         object.__setattr__(self, "context_lengths", tuple(self.context_lengths))
         if not self.layers or list(self.layers) != sorted(set(self.layers)):
             raise ValueError(f"layers must be increasing and distinct, like (3, 4, 5), got {self.layers}.")
-        for layer in self.layers:
-            check_int("layers", layer, minimum=0)
         check_choice("fact_token", self.fact_token, FACT_TOKENS)
         check_choice("kl_token", self.kl_token, KL_TOKENS)
         check_choice("unembed_dtype", self.unembed_dtype, UNEMBED_DTYPES)
@@ -231,6 +233,12 @@ def _requests(requests) -> list:
     requests = [as_request(r) for r in ([requests] if not isinstance(requests, (list, tuple)) else requests)]
     if not requests:
         raise ValueError("MEMIT needs at least one request.")
+    seen = {}
+    for request in requests:
+        other = seen.setdefault((request.prompt, request.subject), request)
+        if other.target_new != request.target_new:
+            raise ValueError(f"requests ask for two answers to the same prompt {request.filled_prompt!r}: "
+                             f"{other.target_new!r} and {request.target_new!r}; keep one of them.")
     return requests
 
 

@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
-from ..core.checks import check_text
+from ..core.checks import check_subject, check_text
+
+REWRITE_KEYS = ("prompt", "subject", "target_new", "target_true", "relation_id")   # CounterFact's
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class EditRequest:
 
     def __post_init__(self):
         check_text("prompt", self.prompt)
-        subject = check_text("subject", self.subject).strip()
+        subject = check_subject(self.subject)
         check_text("target_new", self.target_new)
         if self.target_true is not None:
             check_text("target_true", self.target_true)
@@ -61,6 +63,12 @@ class EditRequest:
     @classmethod
     def from_dict(cls, rewrite: dict) -> EditRequest:
         """Accept a CounterFact ``requested_rewrite`` (targets as ``{"str": ...}``) or plain strings."""
+        if not isinstance(rewrite, dict):
+            raise TypeError(f"An edit request dict is needed, got {type(rewrite).__name__}.")
+        unknown = sorted(set(rewrite) - set(REWRITE_KEYS))
+        if unknown:
+            raise ValueError(f"The edit request has unknown keys {unknown}; allowed: {', '.join(REWRITE_KEYS)} "
+                             "(a misspelled key would be ignored, so it is refused).")
         def text(key):
             value = rewrite[key]
             if isinstance(value, dict):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..core.checks import check_choice, check_int, check_number, check_optional_int, check_text
+from ..core.checks import check_choice, check_int, check_layer_index, check_number, check_optional_int, check_text
 from ..core.hooks import hooks
 from ..core.hparams import hparams_from_dict, load_hparams
 from ..core.tokens import pad_batch
@@ -93,7 +93,7 @@ class ROMEHyperParams:
     def __post_init__(self):
         """Every field is checked: a value outside its range would silently compute another
         edit (``clamp_norm_factor=-1`` flips it, ``0`` or ``v_num_grad_steps=0`` undo it)."""
-        check_int("layer", self.layer, minimum=0)
+        check_layer_index("hparams.layer", self.layer)
         check_choice("fact_token", self.fact_token, FACT_TOKENS)
         check_int("v_num_grad_steps", self.v_num_grad_steps, minimum=1)
         check_number("v_lr", self.v_lr, minimum=0, exclusive_minimum=True)

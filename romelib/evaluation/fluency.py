@@ -63,7 +63,12 @@ def ngram_entropy(texts: str | Iterable[str]) -> float:
 
     Usage: ``ngram_entropy(generate(mt, prompts, 50, top_k=5))``; x100 gives the paper's GE.
     """
+    if not isinstance(texts, str) and not hasattr(texts, "__iter__"):
+        raise TypeError(f"texts must be a text or a list of texts, got {texts!r} ({type(texts).__name__}).")
     texts = [texts] if isinstance(texts, str) else list(texts)
+    bad = [t for t in texts if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts must be strings, got {bad[0]!r} ({type(bad[0]).__name__}) among them.")
     if not texts:
         raise ValueError("ngram_entropy needs at least one text.")
     return sum(ngram_entropy_of_text(t) for t in texts) / len(texts)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..core.checks import check_int
 from ..core.generation import generate
 from ..datasets.counterfact import rewrite_prompt, targets, validate_record
 from ..editing.handle import METHODS, edit
@@ -56,6 +57,7 @@ def score_record(mt, record: dict) -> dict[str, dict[str, list[list[float]]]]:
 
     Usage: ``score_record(mt, record)["neighborhood"]["true"][3]`` -> ``[-0.2, -1.3]``.
     """
+    validate_record(record)
     groups = record_prompts(record)
     new, true = targets(record)
     prompts = [p for group in PROMPT_GROUPS for p in groups[group] for _ in (0, 1)]
@@ -80,6 +82,9 @@ def record_metrics(scores: dict, length_normalized: bool = True) -> dict[str, fl
 
     Usage: ``record_metrics(score_record(mt, record))["PS"]`` -> ``0.5``.
     """
+    if not isinstance(scores, dict) or any(g not in scores for g in ("rewrite", "paraphrase", "neighborhood")):
+        raise ValueError("scores must be score_record(mt, record)'s output: a dict with 'rewrite', "
+                         f"'paraphrase' and 'neighborhood', got {repr(scores)[:80]}.")
     metrics = {}
     for group, (success, magnitude), sign in (("rewrite", ("ES", "EM"), 1),
                                                ("paraphrase", ("PS", "PM"), 1),
@@ -130,6 +135,11 @@ def paired_difference(first: Sequence[dict], second: Sequence[dict], metric: str
     bootstrap, :func:`romelib.intervals.paired_bootstrap`).  ``metric="S"`` compares
     Scores (harmonic means of the ES, PS and NS means); any other metric compares means.
     """
+    samples = check_int("samples", samples, minimum=10)
+    seed = check_int("seed", seed, minimum=0)
+    known = ("S", *(k for k in first[0] if k != "S")) if first and isinstance(first[0], dict) else ("S",)
+    if metric not in known:
+        raise ValueError(f"metric must be one of {', '.join(known)}, got {metric!r}.")
     if len(first) != len(second) or not first:
         raise ValueError(f"Paired comparison needs the same records for both methods, got "
                          f"{len(first)} and {len(second)}; align them by case_id first.")
@@ -220,6 +230,9 @@ def _generation_metrics(mt, record, references, tfidf, max_new_tokens):
                    "RS": tfidf.similarity(" ".join(texts), " ".join(references))}
 
 
+GENERATION_SETTINGS = ("max_new_tokens", "reference_tokens")   # **settings of evaluate_counterfact
+
+
 def evaluate_counterfact(mt, records: Sequence[dict], method: str | None = "rome", hparams=None,
                          generation: bool = False, progress: bool = True,
                          length_normalized: bool = True, **settings) -> EvaluationResult:
@@ -229,6 +242,12 @@ def evaluate_counterfact(mt, records: Sequence[dict], method: str | None = "rome
     for the unedited model.  ``generation=True`` adds fluency (GE) and consistency (RS),
     which cost most of the time on a CPU.
     """
+    unknown = sorted(set(settings) - set(GENERATION_SETTINGS))
+    if unknown:
+        raise TypeError(f"evaluate_counterfact got unknown settings {unknown}; the generation settings are "
+                        f"{', '.join(GENERATION_SETTINGS)}.")
+    for name, value in settings.items():
+        check_int(name, value, minimum=1)
     if not isinstance(records, (list, tuple)) or not records:
         shown = repr(records)[:80]
         raise ValueError(f"records must be a non-empty list of CounterFact records, got {shown}.")

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..core.hparams import hparams_path, save_hparams
-from ..datasets.counterfact import SPLIT_SEED, counterfact_split, load_counterfact, shuffled
+from ..datasets.counterfact import load_split
 from ..editing.finetune import FTHyperParams
 from ..evaluation.metrics import evaluate_counterfact
 from ..paths import results_dir
@@ -34,9 +34,7 @@ def tune_records(count: int) -> list[dict]:
 
     Usage: ``tune_records(10)``.
     """
-    records = load_counterfact("shared")
-    ids = {r["case_id"] for r in counterfact_split(records, "shared").tune}
-    return [r for r in shuffled(records, SPLIT_SEED) if r["case_id"] in ids][:count]
+    return load_split("shared").tune_shuffled[:count]
 
 
 def merge_rows(saved: list[dict], new: list[dict]) -> list[dict]:

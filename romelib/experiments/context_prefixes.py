@@ -22,7 +22,9 @@ def main(argv=None) -> None:
     parser = runner_parser("Regenerate the context prefixes of a model.")
     parser.add_argument("--out", default=None, help="folder (default: the user cache)")
     args = parser.parse_args(argv)
-    mt = Worker.from_environment(args.device).load_model(args.model, args.threads)
+    worker = Worker.from_environment(args.device)
+    worker.require_one_process("The context prefixes are one seeded generation of a few seconds")
+    mt = worker.load_model(args.model, args.threads)
     key = prefix_key(mt)
     folder = Path(args.out) if args.out else cache_dir() / "context_prefixes"
     path = folder / f"{key['model']}.json"

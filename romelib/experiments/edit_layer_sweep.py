@@ -37,7 +37,7 @@ from ..paths import results_dir
 from ..results import append_jsonl, read_jsonl, write_text
 from .launch import Worker, runner_parser, setup_logging
 
-HERE = results_dir("edit_layer_sweep")
+RESULTS = results_dir("edit_layer_sweep")
 EXPLICIT_SETTINGS = ("kl_token", "early_stop_nll", "unembed_dtype")
 
 # The decision, written above the tables in summary.md (the tables are regenerated from
@@ -180,7 +180,7 @@ def edit_variants(mt, record: dict, hparams: ROMEHyperParams, variants: list[dic
 def run(mt, split: str, layers: list[int], cases: list[dict], mom2_max_tokens,
         settings: dict, variants: list[dict], worker: Worker | None = None) -> None:
     """Score the unedited model, then every (layer, variant) on ``cases``; appended, resumable."""
-    out = HERE / f"results_{split}.jsonl"
+    out = RESULTS / f"results_{split}.jsonl"
     base = load_hparams(ROMEHyperParams, "rome", mt.name)
     # settings that were once implicit defaults are always written out, so that rows made
     # under an older default keep their meaning (romelib.experiments.migrate labels old rows)
@@ -214,7 +214,7 @@ def run(mt, split: str, layers: list[int], cases: list[dict], mom2_max_tokens,
 def summary_table(split: str) -> str:
     """Markdown table: one row per (changed hyperparameters, layer), with the unedited
     model's neighbourhood score on the same cases beside it."""
-    rows = read_jsonl(HERE / f"results_{split}.jsonl",
+    rows = read_jsonl(RESULTS / f"results_{split}.jsonl",
                       key=lambda r: (r["case_id"], r["layer"], json.dumps(r.get("settings", {}), sort_keys=True)))
     unedited = {r["case_id"]: r for r in rows if r["layer"] < 0}
     label = lambda r: json.dumps(r.get("settings", {}), sort_keys=True)
@@ -263,8 +263,8 @@ def main(argv=None) -> None:
         run(mt, args.split, layers, load_cases(args.split, args.cases), mom2, parse(args.set),
             variants, worker)
     tables = [summary_table(s) for s in ("tune", "holdout", "project")
-              if (HERE / f"results_{s}.jsonl").exists()]
-    write_text(HERE / "summary.md", CHOICE + "\n" + "\n\n".join(tables) + "\n")
+              if (RESULTS / f"results_{s}.jsonl").exists()]
+    write_text(RESULTS / "summary.md", CHOICE + "\n" + "\n\n".join(tables) + "\n")
     print("\n\n".join(tables))
 
 

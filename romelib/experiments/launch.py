@@ -87,6 +87,15 @@ class Worker:
         """Usage: ``worker.share(records)`` -> every ``world_size``-th item from ``rank`` on."""
         return list(items)[self.rank::self.world_size]
 
+    def require_one_process(self, what: str) -> None:
+        """Refuse to run ``what`` in a launched run of several processes (each would repeat it).
+
+        Usage: ``worker.require_one_process("A batch edit is one computation")``.
+        """
+        if self.world_size > 1:
+            raise SystemExit(f"{what}: run it in one process (this run was launched with "
+                             f"{self.world_size}; WORLD_SIZE={self.world_size}).")
+
     def load_model(self, name: str | None = None, threads: int | None = None):
         """Usage: ``mt = worker.load_model(args.model, args.threads)``: on this process's device."""
         if threads:

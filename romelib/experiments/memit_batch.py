@@ -154,8 +154,8 @@ def main(argv=None) -> None:
         parser.error("--set changes a setting: make choices on --split tune, then write them to "
                      "data/hparams/memit/ and report on held_out.")
     worker = Worker.from_environment(args.device)
-    if worker.world_size > 1:
-        raise SystemExit("A batch edit is one computation; run it in one process.")
+    if args.lambdas is None:
+        worker.require_one_process("A batch edit is one computation")
     mt = worker.load_model(args.model, args.threads)
     split = load_split("shared")
     records = getattr(split, args.split)[:args.n]
@@ -168,7 +168,8 @@ def main(argv=None) -> None:
         if args.split != "tune":
             parser.error("--lambdas compares settings: use it on --split tune")
         lambdas = [float(x) for x in args.lambdas.split(",")]
-        runs = [(replace(hparams, mom2_update_weight=x), RESULTS / f"{name}-l{x:g}") for x in lambdas]
+        runs = worker.share([(replace(hparams, mom2_update_weight=x), RESULTS / f"{name}-l{x:g}")
+                             for x in lambdas])                # one lambda per process when launched
         pending = [h for h, folder in runs if not (folder / "timing.json").exists()]
         targets = None
         if pending:

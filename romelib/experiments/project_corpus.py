@@ -51,7 +51,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(results_dir("corpora")))
     args = parser.parse_args(argv)
     setup_logging()
-    mt = Worker.from_environment(args.device).load_model(args.model, args.threads)
+    worker = Worker.from_environment(args.device)
+    worker.require_one_process("The corpus is one seeded stream of samples (split, it would be other text)")
+    mt = worker.load_model(args.model, args.threads)
     path = Path(args.out) / f"{Path(mt.name).name}.txt"
     count = write_corpus(mt, args.tokens, path, batch=args.batch)
     log.info("wrote %d texts to %s (%s)", count, path, command_line(MODULE, argv))

@@ -16,7 +16,6 @@ behind the saved runs (``RECOMPUTE``): into a fresh folder with ``--results``, o
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shlex
@@ -26,6 +25,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 
 from ..core.hparams import load_hparams
 from ..core.models import DEFAULT_MODEL, load_model
@@ -45,6 +45,7 @@ from ..tracing.trace import KINDS, trace
 from . import memit_batch, sequential, specificity
 from .averages import load_summary
 from .averages import run_path as averages_run_path
+from .launch import Worker, runner_parser
 from .table4 import LABELS, markdown, markdown_comparisons
 from .table4 import METHODS as table4_methods
 from .table4 import load_summary as load_table4_summary
@@ -59,13 +60,13 @@ log = logging.getLogger(__name__)
 class Context:
     """What figure functions may use: ``context.model`` (loaded once, on first use), ``context.fast``."""
 
-    def __init__(self, model_name: str | None = None, fast: bool = False):
-        self.model_name, self.fast, self._model = model_name, fast, None
+    def __init__(self, model_name: str | None = None, fast: bool = False, device: str = "cpu"):
+        self.model_name, self.fast, self.device, self._model = model_name, fast, device, None
 
     @property
     def model(self):
         if self._model is None:
-            self._model = load_model(self.model_name)
+            self._model = load_model(self.model_name, device=self.device)
         return self._model
 
 
@@ -242,7 +243,7 @@ def all_figures() -> dict:
 
 
 def reproduce(out_dir: str | Path = FIGURES_DIR, only=None, fast: bool = False,
-              model_name: str | None = None) -> list[Path]:
+              model_name: str | None = None, device: str = "cpu") -> list[Path]:
     """Write the figures as ``out_dir/<name>.png`` (Table 4 also as ``.md``); returns the paths.
 
     Usage: ``reproduce("figures", only=["figure2_average_indirect_effects"])``; logs what
@@ -255,7 +256,7 @@ def reproduce(out_dir: str | Path = FIGURES_DIR, only=None, fast: bool = False,
         raise ValueError(f"Unknown figure(s) {unknown}; known: {sorted(figures)}.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    context, written = Context(model_name, fast), []
+    context, written = Context(model_name, fast, device), []
     for name, function in figures.items():
         if only and name not in only:
             continue
@@ -272,25 +273,26 @@ def reproduce(out_dir: str | Path = FIGURES_DIR, only=None, fast: bool = False,
     return written
 
 
-def recompute(names, results: Path | None) -> None:
+def recompute(names, results: Path | None, device: str = "cpu") -> None:
     """Run again the experiments behind ``names``: into ``results`` (a fresh folder) or, when
     None, into data/ (which resumes and completes a partial run; a finished one has nothing left).
 
-    Usage: ``recompute(["table4_counterfact"], Path("/tmp/fresh"))``.
+    Usage: ``recompute(["table4_counterfact"], Path("/tmp/fresh"))``; ``device`` is passed on
+    to each runner (``--device``).
     """
     env = {**os.environ, **({"ROMELIB_RESULTS": str(results)} if results else {})}
     for module, arguments in dict.fromkeys(RECOMPUTE[n] for n in names if n in RECOMPUTE):
-        command = [sys.executable, "-m", module, *shlex.split(arguments)]
+        command = [sys.executable, "-m", module, *shlex.split(arguments),
+                   *(["--device", device] if device != "cpu" else [])]
         log.info("recomputing: %s%s", " ".join(command[1:]), f" (into {results})" if results else "")
         subprocess.run(command, env=env, check=True)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Regenerate the collection's figures and tables.")
+    parser = runner_parser("Regenerate the collection's figures and tables.")
     parser.add_argument("--out", default=str(FIGURES_DIR))
     parser.add_argument("--only", nargs="+", default=None, help="figure names to draw")
     parser.add_argument("--fast", action="store_true", help="fewer samples where figures compute")
-    parser.add_argument("--model", default=None)
     parser.add_argument("--list", action="store_true", help="list figure names and exit")
     parser.add_argument("--recompute", action="store_true",
                         help="run the experiments again before drawing (hours on a CPU)")
@@ -303,15 +305,21 @@ def main(argv=None) -> None:
             print(f"{name}: " + (f"saved run, python -m {RECOMPUTE[name][0]} {RECOMPUTE[name][1]}"
                                  if name in RECOMPUTE else "computed when drawn"))
         return
+    worker = Worker.from_environment(args.device)
+    worker.require_one_process("reproduce draws the figures in one short job; to recompute at scale, "
+                               "launch each experiment runner itself (README, 'Running at paper scale')")
     names = args.only or list(all_figures())
     if args.recompute:
-        recompute(names, Path(args.results) if args.results else None)
+        recompute(names, Path(args.results) if args.results else None, args.device)
         if args.results:   # draw from the fresh folder, in a process that reads it
             env = {**os.environ, "ROMELIB_RESULTS": args.results}
             subprocess.run([sys.executable, "-m", "romelib.experiments.reproduce", "--out", args.out,
-                            "--only", *names, *(["--fast"] if args.fast else [])], env=env, check=True)
+                            "--only", *names, "--device", args.device, *(["--fast"] if args.fast else []),
+                            *(["--model", args.model] if args.model else [])], env=env, check=True)
             return
-    reproduce(args.out, names, args.fast, args.model)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reproduce(args.out, names, args.fast, args.model, worker.device)
 
 
 if __name__ == "__main__":

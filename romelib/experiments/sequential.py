@@ -41,16 +41,18 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..core.hparams import load_hparams
 from ..core.tokens import next_token_probs, pad_batch, target_tokens
+from ..core.unembedding_precision import UNEMBED_DTYPES
 from ..datasets.corpora import SourceUnavailable, text_source
 from ..datasets.counterfact import load_split, rewrite_prompt, targets
 from ..datasets.facts import load_facts
-from ..editing.finetune import FTHyperParams
+from ..editing.context_prefixes import context_prefixes
 from ..editing.handle import EditHandle, edit
-from ..editing.memit import MEMITHyperParams
+from ..editing.key_statistics import key_statistics
+from ..editing.memory import update_direction
 from ..editing.request import as_request
-from ..editing.rome import resolve_hparams
+from ..editing.rome import compute_keys, resolve_hparams
+from ..editing.variants import method_and_hparams, method_of
 from ..paths import results_dir
 from ..plots.figures import plot_sequential_runs
 from ..results import append_jsonl, check_settings, read_jsonl, write_json
@@ -64,19 +66,6 @@ PROBE_RECORDS = 20          # never edited: their neighbourhood prompts measure 
 FACTS = 50                  # the project's known facts whose top prediction is checked after each step
 LABELS = {"rome": "ROME (prompt key)", "rome-consistent": "r-ROME (consistent key)",   # by results file name
           "memit": "MEMIT, batches of 10", "ft_plus_l": "FT+L"}
-
-
-def method_and_hparams(mt, name: str):
-    """Usage: ``method_and_hparams(mt, "rome-consistent")`` -> ``("rome", hparams)``."""
-    if name == "rome":
-        return "rome", resolve_hparams(mt, None)
-    if name == "rome-consistent":
-        return "rome", replace(resolve_hparams(mt, None), update_key="average")
-    if name == "memit":
-        return "memit", load_hparams(MEMITHyperParams, "memit", mt.name)
-    if name == "ft+l":
-        return "ft+l", load_hparams(FTHyperParams, "ft+l", mt.name)
-    raise ValueError(f"method must be one of {SEQUENTIAL_METHODS}, got {name!r}.")
 
 
 def held_out_text(mt, tokens: int = 1024) -> tuple[list[list[int]], str]:
@@ -141,7 +130,7 @@ def _append_step(mt, path, step, edited, norm, distance, text_name, probes, wind
 def run(mt, name: str, records: list[dict], batch: int, probes, windows, text_name, hparams=None) -> None:
     """Edit ``records`` one step at a time into ``mt``, measuring after each step; resumable.
     ``hparams`` replaces the method's shipped settings (for models without them)."""
-    method, shipped = method_and_hparams(mt, name) if hparams is None else (name.split("-")[0], hparams)
+    method, shipped = method_and_hparams(mt, name) if hparams is None else (method_of(name), hparams)
     hparams = shipped
     path = RESULTS / f"{name.replace('+', '_plus_')}.jsonl"
     facts = load_facts("project")[:FACTS]
@@ -187,6 +176,30 @@ def run(mt, name: str, records: list[dict], batch: int, probes, windows, text_na
     with torch.no_grad():                      # leave the model as it was
         for key, original in originals.items():
             params[key].copy_(original)
+
+
+def key_agreement(mt, records: list[dict], hparams=None) -> list[float]:
+    """For each record, ``rho = u . k_prompt / u . k_avg`` with ``u = C^-1 k_avg``: how far
+    ROME's denominator (the bare prompt's key, as the authors' code stores it) is from
+    r-ROME's (the prefix-averaged key).  For the same delta, ROME's update is ``1 / rho``
+    times r-ROME's; a disabling edit needs ``rho`` near 0 (or below it).
+
+    Usage: ``key_agreement(mt, held_out[:100])`` -> one float per record (no edit is made).
+    """
+    hparams = resolve_hparams(mt, hparams)
+    prefixes = context_prefixes(mt, hparams.context_lengths, hparams.contexts_per_length)
+    second_moment = None if hparams.identity_covariance else key_statistics(
+        mt, hparams.layer, hparams.mom2_source, hparams.mom2_max_tokens).mom2
+    ratios = []
+    for record in records:
+        request = as_request(record["requested_rewrite"])
+        keys = compute_keys(mt, request, hparams, prefixes).double()      # as compute_rome has them
+        average = keys.mean(dim=0)
+        prompt = (keys[prefixes.index("")] if "" in prefixes
+                  else compute_keys(mt, request, hparams, [""])[0].double())
+        direction = update_direction(average, second_moment)
+        ratios.append(float(direction @ prompt / (direction @ average)))
+    return ratios
 
 
 COLLAPSE_PERPLEXITY = 2.0     # a step whose perplexity is this many times the unedited model's ...
@@ -239,6 +252,9 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=1, help="edits per step (MEMIT)")
     parser.add_argument("--text-tokens", type=int, default=1024, help="held-out text for perplexity "
                         "(each step unembeds it over the whole vocabulary: the main cost of a step)")
+    parser.add_argument("--unembed-dtype", choices=UNEMBED_DTYPES, default=None,
+                        help="ROME's and MEMIT's unembed_dtype (default: the shipped settings'); runs saved "
+                             "before that option existed resume with 'model'")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args(argv)
     setup_logging()
@@ -246,19 +262,26 @@ def main(argv=None) -> None:
     unknown = [m for m in methods if m not in SEQUENTIAL_METHODS]
     if unknown:
         parser.error(f"--method must be among {', '.join(SEQUENTIAL_METHODS)}; got {', '.join(unknown)}")
+    if args.unembed_dtype and "ft+l" in methods:
+        parser.error("--unembed-dtype applies to rome, rome-consistent and memit, not ft+l; run ft+l without it")
     if args.edits < 1 or args.batch < 1:
         parser.error(f"--edits and --batch must be at least 1; got {args.edits} and {args.batch}")
     if not args.summarize_only:
         worker = Worker.from_environment(args.device)
-        if worker.world_size > 1:
-            raise SystemExit("A sequential run is one chain of edits; run one method per process "
-                             "(e.g. one command per method) instead of splitting it.")
+        methods = worker.share(methods)           # a run is one chain of edits: one method per process
+        if not methods:
+            print(f"{worker.describe()}: no method left for this process (--method names fewer)")
+            return
         mt = worker.load_model(args.model, args.threads)
         held_out = load_split("shared").held_out
         probes, records = held_out[:PROBE_RECORDS], held_out[PROBE_RECORDS:PROBE_RECORDS + args.edits]
         windows, text_name = held_out_text(mt, args.text_tokens)
         for method in methods:
-            run(mt, method, records, args.batch if method == "memit" else 1, probes, windows, text_name)
+            hparams = None
+            if args.unembed_dtype:
+                hparams = replace(method_and_hparams(mt, method)[1], unembed_dtype=args.unembed_dtype)
+            run(mt, method, records, args.batch if method == "memit" else 1, probes, windows, text_name,
+                hparams)
     summary = {"command": command_line(MODULE, argv, drop=("--summarize-only",)),
                "runs": {p.stem: read_jsonl(p, key="step") for p in sorted(RESULTS.glob("*.jsonl"))}}
     write_json(RESULTS / "summary.json", summary)

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..core.hparams import load_hparams
 from ..datasets.counterfact import load_split, resolve_source
-from ..editing.finetune import FTHyperParams
-from ..editing.rome import resolve_hparams
+from ..editing.variants import method_and_hparams
 from ..evaluation.fluency import default_tfidf, reference_texts
 from ..evaluation.metrics import evaluate_record, paired_difference, summarize
 from ..paths import results_dir
@@ -51,31 +49,6 @@ PAPER_TABLE4 = {name: dict(zip(PAPER_COLUMNS, values)) for name, values in {
     "FT+L": (66.9, 99.1, 91.5, 48.7, 28.9, 70.3, 3.5, 621.4, 37.4),
     "ROME": (89.2, 100.0, 97.9, 96.4, 62.7, 75.4, 4.2, 621.9, 41.9),
 }.items()}
-
-
-def method_and_hparams(mt, name: str):
-    """The ``romelib.edit`` method and hyperparameters behind a table row name.
-
-    Usage: ``method, hparams = method_and_hparams(mt, "rome-identity")`` -> ``"rome"`` and
-    ROME's hyperparameters with ``identity_covariance=True``.
-    ``"ft-rome-layer"`` and ``"ft+l-rome-layer"`` are the tuned baselines moved to ROME's
-    layer ("the same layer's MLP output matrix").
-    """
-    if name == "none":
-        return None, None
-    if name == "rome":
-        return "rome", resolve_hparams(mt, None)      # data/hparams/rome/<model>.json
-    if name == "rome-identity":
-        return "rome", replace(resolve_hparams(mt, None), identity_covariance=True)
-    if name == "rome-kl-last":             # the KL term read where this library read it before
-        return "rome", replace(resolve_hparams(mt, None), kl_token="last", early_stop_nll=None)
-    if name in ("ft", "ft+l"):
-        return name, load_hparams(FTHyperParams, name, mt.name)
-    if name in ("ft-rome-layer", "ft+l-rome-layer"):  # the tuned FT/FT+L, moved to ROME's layer
-        method = name.removesuffix("-rome-layer")
-        tuned = load_hparams(FTHyperParams, method, mt.name)
-        return method, replace(tuned, layer=resolve_hparams(mt, None).layer)
-    raise ValueError(f"Unknown table method {name!r}; choose from {METHODS}.")
 
 
 def select_records(source: str, n: int | None) -> list[dict]:

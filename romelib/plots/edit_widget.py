@@ -25,6 +25,7 @@ from dataclasses import replace
 
 import ipywidgets as widgets
 import torch
+from IPython.display import display
 
 from ..core.generation import generate
 from ..core.hooks import hooks
@@ -82,7 +83,6 @@ class EditWidget:
             self.case.value = options[1]
 
     def _ipython_display_(self):
-        from IPython.display import display
         display(self.panel)
 
     def _on_case(self, change) -> None:

@@ -20,6 +20,7 @@ import html
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+from IPython.display import display
 
 from ..datasets.facts import load_facts
 from ..paths import project_data
@@ -86,7 +87,6 @@ class Explorer:
         self.render()
 
     def _ipython_display_(self):
-        from IPython.display import display
         display(self.widget)
 
     def _on_fact(self, change):

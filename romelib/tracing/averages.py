@@ -220,7 +220,7 @@ def trace_facts(mt, facts: list[Fact], corruption: Corruption | None = None, sam
 def summarize(records: list[dict], settings: dict) -> dict:
     """The saved summary: per kind, mean and CI tables, headline numbers; and Figure 3.
 
-    Usage: ``json.dump(summarize(records, settings), open("summary.json", "w"))``.
+    Usage: ``write_json(folder / "summary.json", summarize(records, settings))`` (``romelib.results``).
     """
     summary = {"settings": settings, "groups": list(POSITION_GROUPS), "kinds": {}}
     for kind in KINDS:

@@ -36,9 +36,18 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.checks import check_choice, check_int, check_text
-from ..core.cost import Work, check_context, check_work, per_token_layer_flops, unembedding_flops
+from ..core.cost import (
+    FLOPS_PER_BYTE,
+    Work,
+    attention_dims,
+    attention_flops,
+    check_context,
+    check_work,
+    per_token_layer_flops,
+    unembedding_flops,
+)
 from ..core.tokens import encode, find_subject_range, token_strings
-from .corruption import CORRUPTIONS, Corruption, corrupt_embeddings, make_corruption
+from .corruption import CORRUPTIONS, NOISY, Corruption, corrupt_embeddings, make_corruption
 from .fast import fast_scores
 from .reference import answer_ids, answer_log_probs, reference_scores
 
@@ -133,6 +142,17 @@ def trace(mt, prompt: str, subject: str, *, kind: str = "hidden", noise: float =
     samples = check_int("samples", samples, minimum=1)
     window = check_int("window", window, minimum=1)
     seed = check_int("seed", seed, minimum=0)
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None (automatic), got {progress!r}.")
+    noisy = corruption.kind in NOISY if isinstance(corruption, Corruption) else corruption in NOISY
+    if not noisy and (noise != 3.0 or sigma is not None):
+        given = ", ".join(f"{n}={v!r}" for n, v in (("noise", noise), ("sigma", sigma))
+                          if v is not None and not (n == "noise" and v == 3.0))
+        raise ValueError(f"{given} given with corruption={getattr(corruption, 'kind', corruption)!r}, which "
+                         f"adds no noise; noise and sigma apply to {' and '.join(NOISY)} only: leave them out.")
+    if isinstance(corruption, Corruption) and (noise != 3.0 or sigma is not None):
+        raise ValueError(f"noise={noise!r}, sigma={sigma!r} given beside a Corruption, which carries its own "
+                         f"(noise {corruption.noise:g}, sigma {corruption.sigma:g}); set them in make_corruption.")
     if not isinstance(corruption, Corruption):
         corruption = make_corruption(mt, check_choice("corruption", corruption, CORRUPTIONS), noise,
                                      None if sigma is None else sigma)
@@ -170,25 +190,34 @@ def trace_work(mt, tokens: int, scored: int, positions, subject_range, kind: str
                engine: str) -> Work:
     """The work of a trace, counted before it starts (see :mod:`romelib.core.cost`).
 
-    Usage: ``trace_work(mt, 10, 1, range(10), (2, 4), "hidden", 10, "fast")``.  The fast
-    engine runs, per traced position p at or after the subject, every layer above each
-    restoration for the tokens from p on, and unembeds one row per (position, layer,
-    sample); the reference engine runs the whole prompt (samples + 1 rows) once per
-    (position, layer) with logits everywhere.
+    Usage: ``trace_work(mt, 10, 1, range(10), (2, 4), "hidden", 10, "fast")``.  Both engines
+    first run the clean prompt and the corrupted samples through every layer.  The fast engine
+    then runs, per traced position p at or after the subject, every layer above each
+    restoration for the tokens from p on (their attention reading all ``tokens`` keys, those of
+    the positions before p copied into a cache once per restoration), and unembeds one row per
+    (position, layer, sample); the reference engine runs the whole prompt (samples + 1 rows)
+    once per (position, layer) with logits everywhere.
     """
     layers = mt.num_layers
     block, unembed = per_token_layer_flops(mt), unembedding_flops(mt)
     vocabulary = mt.module("unembed").weight.shape[0]
+    kv_width = attention_dims(mt)[1]
+    whole_prompt = tokens * block + attention_flops(mt, tokens, tokens / 2)   # one layer, causal
+    flops = (samples + 1) * layers * whole_prompt + (samples + 1) * scored * unembed
     if engine == "reference":
         forwards = len(positions) * layers
-        flops = forwards * (samples + 1) * tokens * (layers * block + unembed)
+        flops += forwards * (samples + 1) * (layers * whole_prompt + tokens * unembed)
         memory = (samples + 1) * tokens * vocabulary * 4 * 2
     else:
         traced = [p for p in positions if p >= subject_range[0]]
         job_layers = layers * (layers + 1) / 2 * (1.4 if kind != "hidden" else 1.0)
-        flops = sum(job_layers * samples * (tokens - p) * block for p in traced)
+        for p in traced:
+            fed = tokens - p
+            flops += job_layers * samples * (fed * block + attention_flops(mt, fed, tokens))
+            flops += job_layers * samples * p * kv_width * 2 * 4 * FLOPS_PER_BYTE     # the cache copies
         flops += len(traced) * layers * samples * scored * unembed
-        memory = samples * tokens * mt.d_model * 4 * (3 * layers + 2) + 4 * 2048 * samples * layers
+        memory = (samples * tokens * mt.d_model * 4 * (3 * layers + 2) + 4 * 2048 * samples * layers
+                  + job_layers * samples * tokens * kv_width * 2 * 4)          # the largest cache
     return Work(flops, memory, f"trace of {len(positions)} positions x {layers} layers, "
                                f"{samples} samples, {tokens} tokens ({engine} engine)")
 
