@@ -233,7 +233,7 @@ RECOMPUTE["figure3_severed_paths"] = RECOMPUTE["figure2_average_indirect_effects
 RECOMPUTE["memit_layers"] = RECOMPUTE["figure2_average_indirect_effects"]
 RECOMPUTE["memit_batch"] = ("romelib.experiments.memit_batch", "--split held_out --n 100")
 RECOMPUTE["sequential_editing"] = ("romelib.experiments.sequential",
-                                   "--method rome,rome-consistent --edits 30")
+                                   "--method rome,rome-consistent --edits 120 --unembed-dtype model")
 RECOMPUTE["specificity_close_neighbours"] = ("romelib.experiments.specificity", "--methods none,rome,memit,ft+l")
 
 
